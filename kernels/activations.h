@@ -1,0 +1,18 @@
+/* Element-wise ops of the transformer block. */
+#ifndef STOPCAL_ACTIVATIONS_H
+#define STOPCAL_ACTIVATIONS_H
+
+#include <stddef.h>
+
+/* x (rows, cols) ← act(x + bias) row by row; bias (cols) may be NULL. */
+void bias_gelu_cpu(float *x, const float *bias, long rows, int cols);
+void bias_relu_cpu(float *x, const float *bias, long rows, int cols);
+void bias_add_cpu(float *x, const float *bias, long rows, int cols);
+
+/* x (rows, dim) += gamma (dim) ⊙ y (rows, dim) */
+void layerscale_residual_cpu(float *x, const float *y, const float *gamma, long rows, int dim);
+
+/* out (rows, hidden) ← silu(in[:, :hidden]) ⊙ in[:, hidden:], in (rows, 2·hidden) */
+void swiglu_forward_cpu(float *out, const float *in, long rows, int hidden);
+
+#endif

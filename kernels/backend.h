@@ -1,0 +1,82 @@
+/* The one seam between the model and the hardware: a struct of function pointers plus a context.
+ * vit.c drives the forward pass through these ops only; the CPU backend is always there, the CUDA
+ * backend registers itself when a device answers. Buffers are opaque handles owned by the backend:
+ * on the CPU they are plain float arrays, on a GPU device memory in whatever precision it chooses.
+ * Every op returns 0 on success or a negative BACKEND_E* code with a message in be->error
+  * (backend_error()). */
+#ifndef STOPCAL_BACKEND_H
+#define STOPCAL_BACKEND_H
+
+#include <stddef.h>
+
+enum backend_status {
+    BACKEND_OK = 0,
+    BACKEND_EINVAL = -1,  /* bad arguments: a caller bug or bad input shapes */
+    BACKEND_ENOMEM = -2,  /* allocation failed: recoverable, the caller may retry smaller */
+    BACKEND_EDEVICE = -3, /* sticky device error: the backend is unusable, restart the process */
+};
+
+enum weight_kind {
+    WEIGHT_MATRIX, /* a GEMM operand (N, K), row-major; may be stored in reduced precision */
+    WEIGHT_VECTOR, /* biases, norms, LayerScale, tokens, positional tables: kept in fp32 */
+};
+
+enum linear_epilogue {
+    EPILOGUE_NONE,
+    EPILOGUE_GELU, /* exact-erf GELU after the bias */
+    EPILOGUE_RELU,
+};
+
+struct backend;
+
+struct backend_ops {
+    const char *name;
+    void (*destroy)(struct backend *be);
+
+    /* Memory. alloc returns NULL on failure (message set). upload copies n fp32 values from the host. */
+    void *(*alloc)(struct backend *be, size_t n_elements);
+    void (*release)(struct backend *be, void *buf);
+    void *(*upload_weight)(struct backend *be, const float *host, size_t n_elements, enum weight_kind kind);
+    int (*upload)(struct backend *be, void *dst, const float *host, size_t n_elements);
+    int (*download)(struct backend *be, float *host, const void *src, size_t n_elements);
+
+    /* x (B, T, D) ← [CLS + pos[0], registers, patches·Wᵀ + bias + pos[1..]] where T = 1 + R + g²,
+     * pixels (B, 3, S, S), weight (D, 3·P·P), pos (1 + g², D) already resized to the grid g = S/P. */
+    int (*patch_embed)(struct backend *be, void *x, const void *pixels, const void *weight, const void *bias,
+                       const void *cls_token, const void *registers, const void *pos, int batch,
+                       int image_size, int patch_size, int dim, int num_registers);
+    /* out (M, N) = epilogue(in (M, K) · W (N, K)ᵀ + bias (N)); bias may be NULL. */
+    int (*linear)(struct backend *be, void *out, const void *in, const void *weight, const void *bias, int m,
+                  int n, int k, enum linear_epilogue epilogue);
+    /* out (rows, D) dense ← LayerNorm of rows of `in` spaced in_row_stride elements apart. */
+    int (*layernorm)(struct backend *be, void *out, const void *in, const void *weight, const void *bias,
+                     int rows, int dim, int in_row_stride, float eps);
+    /* out (B, T, H·64) ← softmax(q·kᵀ/√64)·v per head, from qkv (B, T, 3·H·64). */
+    int (*attention)(struct backend *be, void *out, const void *qkv, int batch, int tokens, int heads);
+    /* x (rows, D) += gamma (D) ⊙ y (rows, D) */
+    int (*layerscale_residual)(struct backend *be, void *x, const void *y, const void *gamma, int rows, int dim);
+    /* out (rows, F) ← silu(in[:, :F]) ⊙ in[:, F:] with in (rows, 2F) */
+    int (*swiglu)(struct backend *be, void *out, const void *in, int rows, int hidden);
+    /* Wait for queued work; returns the first error it met. */
+    int (*synchronize)(struct backend *be);
+
+    /* Bytes currently allocated by this backend, and how many allocations it has made (tests
+     * use the count to prove the forward pass allocates nothing after warm-up). */
+    size_t (*bytes_in_use)(struct backend *be);
+    size_t (*alloc_count)(struct backend *be);
+};
+
+struct backend {
+    const struct backend_ops *ops;
+    void *ctx;
+    char error[256];
+};
+
+/* The CPU backend (OpenBLAS + OpenMP). threads ≤ 0 means "the CPUs this process may use".
+ * Returns 0, or -1 with a message in err. */
+int backend_cpu_create(struct backend *be, int threads, char *err, size_t errlen);
+
+static inline const char *backend_error(const struct backend *be) { return be->error; }
+void backend_destroy(struct backend *be);
+
+#endif

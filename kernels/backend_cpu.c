@@ -1,0 +1,211 @@
+/* The CPU backend: buffers are fp32 arrays, ops are the C reference functions (BLAS for GEMMs,
+ * OpenMP for the rest). Scratch space grows to the largest shape seen during warm-up and is then
+ * reused, so steady-state forward passes allocate nothing. */
+#include "backend.h"
+
+#include "activations.h"
+#include "attention.h"
+#include "layernorm.h"
+#include "linear.h"
+#include "patch_embed.h"
+#include "threads.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct cpu_ctx {
+    size_t bytes_in_use;
+    size_t alloc_count;
+    float *scratch; /* shared by patch_embed and attention, never live at once */
+    size_t scratch_floats;
+};
+
+/* Every buffer carries its size in front so release can keep bytes_in_use honest. */
+struct cpu_header {
+    size_t bytes;
+    size_t pad; /* keeps the payload 16-byte aligned */
+};
+
+static int set_error(struct backend *be, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(be->error, sizeof be->error, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+static void *cpu_alloc(struct backend *be, size_t n)
+{
+    struct cpu_ctx *c = be->ctx;
+    size_t bytes = n * sizeof(float);
+    struct cpu_header *h = aligned_alloc(64, (sizeof *h + bytes + 63) / 64 * 64);
+    if (!h) {
+        set_error(be, BACKEND_ENOMEM, "cpu: cannot allocate %zu bytes", bytes);
+        return NULL;
+    }
+    h->bytes = bytes;
+    c->bytes_in_use += bytes;
+    c->alloc_count++;
+    return h + 1;
+}
+
+static void cpu_release(struct backend *be, void *buf)
+{
+    if (!buf)
+        return;
+    struct cpu_ctx *c = be->ctx;
+    struct cpu_header *h = (struct cpu_header *)buf - 1;
+    c->bytes_in_use -= h->bytes;
+    free(h);
+}
+
+static void *cpu_upload_weight(struct backend *be, const float *host, size_t n, enum weight_kind kind)
+{
+    (void)kind; /* the CPU keeps every weight in fp32 */
+    float *w = cpu_alloc(be, n);
+    if (w)
+        memcpy(w, host, n * sizeof(float));
+    return w;
+}
+
+static int cpu_upload(struct backend *be, void *dst, const float *host, size_t n)
+{
+    (void)be;
+    memcpy(dst, host, n * sizeof(float));
+    return 0;
+}
+
+static int cpu_download(struct backend *be, float *host, const void *src, size_t n)
+{
+    (void)be;
+    memcpy(host, src, n * sizeof(float));
+    return 0;
+}
+
+static float *scratch(struct backend *be, size_t floats)
+{
+    struct cpu_ctx *c = be->ctx;
+    if (floats <= c->scratch_floats)
+        return c->scratch;
+    cpu_release(be, c->scratch);
+    c->scratch = cpu_alloc(be, floats);
+    c->scratch_floats = c->scratch ? floats : 0;
+    return c->scratch;
+}
+
+static int cpu_patch_embed(struct backend *be, void *x, const void *pixels, const void *weight,
+                           const void *bias, const void *cls_token, const void *registers,
+                           const void *pos, int batch, int image_size, int patch_size, int dim,
+                           int num_registers)
+{
+    if (image_size % patch_size)
+        return set_error(be, BACKEND_EINVAL, "image size %d is not a multiple of the patch size %d",
+                         image_size, patch_size);
+    float *s = scratch(be, patch_embed_scratch_floats_cpu(batch, image_size, patch_size));
+    if (!s)
+        return BACKEND_ENOMEM;
+    patch_embed_forward_cpu(x, pixels, weight, bias, cls_token, registers, pos, batch, image_size,
+                            patch_size, dim, num_registers, s);
+    return 0;
+}
+
+static int cpu_linear(struct backend *be, void *out, const void *in, const void *weight,
+                      const void *bias, int m, int n, int k, enum linear_epilogue epilogue)
+{
+    (void)be;
+    linear_forward_cpu(out, in, weight, bias, m, n, k, epilogue);
+    return 0;
+}
+
+static int cpu_layernorm(struct backend *be, void *out, const void *in, const void *weight,
+                         const void *bias, int rows, int dim, int in_row_stride, float eps)
+{
+    (void)be;
+    layernorm_forward_cpu(out, in, weight, bias, rows, dim, in_row_stride, eps);
+    return 0;
+}
+
+static int cpu_attention(struct backend *be, void *out, const void *qkv, int batch, int tokens,
+                         int heads)
+{
+    float *s = scratch(be, attention_scratch_floats_cpu(tokens));
+    if (!s)
+        return BACKEND_ENOMEM;
+    attention_forward_cpu(out, qkv, batch, tokens, heads, s);
+    return 0;
+}
+
+static int cpu_layerscale_residual(struct backend *be, void *x, const void *y, const void *gamma,
+                                   int rows, int dim)
+{
+    (void)be;
+    layerscale_residual_cpu(x, y, gamma, rows, dim);
+    return 0;
+}
+
+static int cpu_swiglu(struct backend *be, void *out, const void *in, int rows, int hidden)
+{
+    (void)be;
+    swiglu_forward_cpu(out, in, rows, hidden);
+    return 0;
+}
+
+static int cpu_synchronize(struct backend *be)
+{
+    (void)be;
+    return 0;
+}
+
+static size_t cpu_bytes_in_use(struct backend *be) { return ((struct cpu_ctx *)be->ctx)->bytes_in_use; }
+static size_t cpu_alloc_count(struct backend *be) { return ((struct cpu_ctx *)be->ctx)->alloc_count; }
+
+static void cpu_destroy(struct backend *be)
+{
+    struct cpu_ctx *c = be->ctx;
+    cpu_release(be, c->scratch);
+    free(c);
+    be->ctx = NULL;
+}
+
+static const struct backend_ops cpu_ops = {
+    .name = "cpu",
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .upload_weight = cpu_upload_weight,
+    .upload = cpu_upload,
+    .download = cpu_download,
+    .patch_embed = cpu_patch_embed,
+    .linear = cpu_linear,
+    .layernorm = cpu_layernorm,
+    .attention = cpu_attention,
+    .layerscale_residual = cpu_layerscale_residual,
+    .swiglu = cpu_swiglu,
+    .synchronize = cpu_synchronize,
+    .bytes_in_use = cpu_bytes_in_use,
+    .alloc_count = cpu_alloc_count,
+};
+
+int backend_cpu_create(struct backend *be, int threads, char *err, size_t errlen)
+{
+    memset(be, 0, sizeof *be);
+    struct cpu_ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, errlen, "cpu backend: out of memory");
+        return -1;
+    }
+    threads_set_compute_threads(threads > 0 ? threads : threads_available_cpus());
+    be->ops = &cpu_ops;
+    be->ctx = c;
+    return 0;
+}
+
+void backend_destroy(struct backend *be)
+{
+    if (be->ops && be->ctx)
+        be->ops->destroy(be);
+    be->ops = NULL;
+}

@@ -1,0 +1,90 @@
+/* The stopcal model file: a safetensors container whose __metadata__ carries stopcal.config
+ * (models/FORMAT.md). model_open maps the file, validates every byte the engine will read, and
+ * either returns a complete model or an error message naming the problem; nothing is half-loaded. */
+#ifndef STOPCAL_MODEL_H
+#define STOPCAL_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MODEL_FORMAT_VERSION 1
+#define MODEL_HEAD_DIM 64 /* DINOv2's attention head dimension, for every variant */
+
+enum model_dtype { MODEL_F32, MODEL_F16, MODEL_BF16 };
+enum model_ffn { MODEL_FFN_MLP, MODEL_FFN_SWIGLU };
+enum model_pos_interp {
+    MODEL_POS_BICUBIC_ANTIALIAS,    /* interpolate(size=g, bicubic, antialias=True): register models */
+    MODEL_POS_BICUBIC_SCALE_FACTOR, /* interpolate(scale_factor=(g+0.1)/G, bicubic): the others */
+};
+enum model_profile { MODEL_PROFILE_CORTEXCHANGE_V2, MODEL_PROFILE_CORTEXCHANGE_V3 };
+enum model_lora { MODEL_LORA_NONE, MODEL_LORA_MERGE, MODEL_LORA_DROP };
+
+struct model_config {
+    int format_version;
+    char name[128];
+    char version[64];
+    /* architecture */
+    int embed_dim, depth, num_heads, ffn_hidden_dim, num_registers, patch_size, pos_embed_grid;
+    int head_hidden_dim;
+    enum model_ffn ffn;
+    enum model_pos_interp pos_interp;
+    float layernorm_eps;
+    /* input and preprocessing */
+    int input_size; /* square side in pixels, a multiple of patch_size */
+    enum model_profile profile;
+    float mean[3], std[3];
+    float noise_sigma;
+    /* output */
+    float threshold; /* default decision threshold on continue_score */
+    enum model_lora lora;
+    int lora_rank;
+    double lora_alpha;
+};
+
+struct model_tensor {
+    char name[96];
+    enum model_dtype dtype;
+    int ndim;
+    int64_t shape[4];
+    const void *data; /* points into the mapping (or into `copy` when it was misaligned) */
+    size_t nbytes;
+    void *copy;       /* owned aligned copy, or NULL */
+};
+
+struct model {
+    struct model_config config;
+    char *config_json;  /* the stopcal.config string as stored, owned */
+    char sha256[65];    /* hex digest of the whole file */
+    char path[512];
+    void *map;
+    size_t map_len;
+    struct model_tensor *tensors;
+    int n_tensors;
+};
+
+/* Open and validate a model file. Returns 0, or -1 with a message in err (the model is left empty
+ * and needs no model_close). */
+int model_open(struct model *m, const char *path, char *err, size_t errlen);
+
+/* Same, from bytes already in memory; the model copies what it keeps. For tests and fuzzing. */
+int model_open_buffer(struct model *m, const void *bytes, size_t len, char *err, size_t errlen);
+
+void model_close(struct model *m);
+
+/* The tensor with this name, or NULL. */
+const struct model_tensor *model_find(const struct model *m, const char *name);
+
+/* Number of elements of a tensor. */
+size_t model_tensor_numel(const struct model_tensor *t);
+
+/* Widen a tensor to fp32 into out (numel floats). F16 and BF16 widen exactly. */
+void model_tensor_to_f32(const struct model_tensor *t, float *out);
+
+/* Parse and validate a stopcal.config JSON string (models/FORMAT.md). Returns 0 or -1 with err. */
+int model_config_parse(struct model_config *c, const char *json, char *err, size_t errlen);
+
+/* Names of the preprocessing profile / pos interpolation as written in the file. */
+const char *model_profile_name(enum model_profile p);
+const char *model_lora_name(enum model_lora l);
+
+#endif

@@ -1,0 +1,282 @@
+/* Parsing and validation of stopcal.config (models/FORMAT.md, format_version 1). Every field is
+ * checked for presence, type and range, and the architecture for internal consistency, so the
+ * engine never has to second-guess a loaded model. */
+#include "model.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* Refuse keys outside `allowed` so a typo in a hand-edited config never passes silently. */
+static int check_keys(json_t *obj, const char *where, const char *const *allowed, char *err,
+                      size_t errlen)
+{
+    const char *key;
+    json_t *value;
+    json_object_foreach(obj, key, value) {
+        int known = 0;
+        for (const char *const *a = allowed; *a; a++)
+            if (strcmp(*a, key) == 0)
+                known = 1;
+        if (!known)
+            return fail(err, errlen, "stopcal.config: unknown key \"%s\" in %s", key, where);
+    }
+    return 0;
+}
+
+static json_t *get_object(json_t *parent, const char *key, const char *where, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(parent, key);
+    if (!v || !json_is_object(v)) {
+        fail(err, errlen, "stopcal.config: %s%s%s must be an object", where, *where ? "." : "", key);
+        return NULL;
+    }
+    return v;
+}
+
+static int get_int(json_t *parent, const char *where, const char *key, int min, int max, int *out,
+                   char *err, size_t errlen)
+{
+    json_t *v = json_object_get(parent, key);
+    if (!v || !json_is_integer(v))
+        return fail(err, errlen, "stopcal.config: %s.%s must be an integer", where, key);
+    json_int_t x = json_integer_value(v);
+    if (x < min || x > max)
+        return fail(err, errlen, "stopcal.config: %s.%s = %lld is outside [%d, %d]", where, key,
+                    (long long)x, min, max);
+    *out = (int)x;
+    return 0;
+}
+
+static int get_number(json_t *parent, const char *where, const char *key, double *out, char *err,
+                      size_t errlen)
+{
+    json_t *v = json_object_get(parent, key);
+    if (!v || !json_is_number(v))
+        return fail(err, errlen, "stopcal.config: %s.%s must be a number", where, key);
+    *out = json_number_value(v);
+    if (!isfinite(*out))
+        return fail(err, errlen, "stopcal.config: %s.%s must be finite", where, key);
+    return 0;
+}
+
+static int get_string(json_t *parent, const char *where, const char *key, char *out, size_t outlen,
+                      char *err, size_t errlen)
+{
+    json_t *v = json_object_get(parent, key);
+    if (!v || !json_is_string(v))
+        return fail(err, errlen, "stopcal.config: %s%s%s must be a string", where, *where ? "." : "",
+                    key);
+    const char *s = json_string_value(v);
+    if (strlen(s) >= outlen)
+        return fail(err, errlen, "stopcal.config: %s%s%s is longer than %zu characters", where,
+                    *where ? "." : "", key, outlen - 1);
+    snprintf(out, outlen, "%s", s);
+    return 0;
+}
+
+static int get_triple(json_t *parent, const char *key, float out[3], int positive, char *err,
+                      size_t errlen)
+{
+    json_t *v = json_object_get(parent, key);
+    if (!v || !json_is_array(v) || json_array_size(v) != 3)
+        return fail(err, errlen, "stopcal.config: preprocessing.%s must be an array of 3 numbers", key);
+    for (int i = 0; i < 3; i++) {
+        json_t *x = json_array_get(v, i);
+        if (!json_is_number(x) || !isfinite(json_number_value(x)))
+            return fail(err, errlen, "stopcal.config: preprocessing.%s[%d] must be a number", key, i);
+        out[i] = (float)json_number_value(x);
+        if (positive && !(out[i] > 0))
+            return fail(err, errlen, "stopcal.config: preprocessing.%s[%d] must be > 0", key, i);
+    }
+    return 0;
+}
+
+static int parse_architecture(struct model_config *c, json_t *arch, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"family", "embed_dim", "depth", "num_heads", "ffn",
+                                       "ffn_hidden_dim", "num_registers", "patch_size",
+                                       "pos_embed_grid", "pos_embed_interpolation",
+                                       "layernorm_eps", "head_hidden_dim", NULL};
+    const char *w = "architecture";
+    char text[64];
+    double eps = 0;
+    if (check_keys(arch, w, keys, err, errlen) ||
+        get_string(arch, w, "family", text, sizeof text, err, errlen))
+        return -1;
+    if (strcmp(text, "dinov2") != 0)
+        return fail(err, errlen, "stopcal.config: architecture.family \"%s\" is not supported (only "
+                    "\"dinov2\")", text);
+    if (get_int(arch, w, "embed_dim", 64, 16384, &c->embed_dim, err, errlen) ||
+        get_int(arch, w, "depth", 1, 256, &c->depth, err, errlen) ||
+        get_int(arch, w, "num_heads", 1, 256, &c->num_heads, err, errlen) ||
+        get_int(arch, w, "ffn_hidden_dim", 1, 1 << 16, &c->ffn_hidden_dim, err, errlen) ||
+        get_int(arch, w, "num_registers", 0, 64, &c->num_registers, err, errlen) ||
+        get_int(arch, w, "patch_size", 1, 64, &c->patch_size, err, errlen) ||
+        get_int(arch, w, "pos_embed_grid", 1, 256, &c->pos_embed_grid, err, errlen) ||
+        get_int(arch, w, "head_hidden_dim", 1, 1 << 16, &c->head_hidden_dim, err, errlen) ||
+        get_number(arch, w, "layernorm_eps", &eps, err, errlen))
+        return -1;
+    if (c->embed_dim != c->num_heads * MODEL_HEAD_DIM)
+        return fail(err, errlen, "stopcal.config: architecture.embed_dim = %d must equal num_heads (%d) "
+                    "x %d", c->embed_dim, c->num_heads, MODEL_HEAD_DIM);
+    if (!(eps > 0 && eps < 1))
+        return fail(err, errlen, "stopcal.config: architecture.layernorm_eps must be in (0, 1)");
+    c->layernorm_eps = (float)eps;
+    if (get_string(arch, w, "ffn", text, sizeof text, err, errlen))
+        return -1;
+    if (strcmp(text, "mlp") == 0)
+        c->ffn = MODEL_FFN_MLP;
+    else if (strcmp(text, "swiglu") == 0)
+        c->ffn = MODEL_FFN_SWIGLU;
+    else
+        return fail(err, errlen, "stopcal.config: architecture.ffn \"%s\" is not \"mlp\" or \"swiglu\"",
+                    text);
+    if (get_string(arch, w, "pos_embed_interpolation", text, sizeof text, err, errlen))
+        return -1;
+    if (strcmp(text, "bicubic_antialias") == 0)
+        c->pos_interp = MODEL_POS_BICUBIC_ANTIALIAS;
+    else if (strcmp(text, "bicubic_scale_factor") == 0)
+        c->pos_interp = MODEL_POS_BICUBIC_SCALE_FACTOR;
+    else
+        return fail(err, errlen, "stopcal.config: architecture.pos_embed_interpolation \"%s\" is not "
+                    "\"bicubic_antialias\" or \"bicubic_scale_factor\"", text);
+    return 0;
+}
+
+static int parse_preprocessing(struct model_config *c, json_t *pre, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"profile", "mean", "std", "noise_sigma", NULL};
+    char text[64];
+    double sigma = 0;
+    if (check_keys(pre, "preprocessing", keys, err, errlen) ||
+        get_string(pre, "preprocessing", "profile", text, sizeof text, err, errlen))
+        return -1;
+    if (strcmp(text, "cortexchange-v2") == 0)
+        c->profile = MODEL_PROFILE_CORTEXCHANGE_V2;
+    else if (strcmp(text, "cortexchange-v3") == 0)
+        c->profile = MODEL_PROFILE_CORTEXCHANGE_V3;
+    else
+        return fail(err, errlen, "stopcal.config: preprocessing.profile \"%s\" is not "
+                    "\"cortexchange-v2\" or \"cortexchange-v3\"", text);
+    if (get_triple(pre, "mean", c->mean, 0, err, errlen) ||
+        get_triple(pre, "std", c->std, 1, err, errlen) ||
+        get_number(pre, "preprocessing", "noise_sigma", &sigma, err, errlen))
+        return -1;
+    if (sigma < 0)
+        return fail(err, errlen, "stopcal.config: preprocessing.noise_sigma must be >= 0");
+    c->noise_sigma = (float)sigma;
+    return 0;
+}
+
+static int parse_lora(struct model_config *c, json_t *lora, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"handling", "rank", "alpha", NULL};
+    char text[16];
+    if (check_keys(lora, "lora", keys, err, errlen) ||
+        get_string(lora, "lora", "handling", text, sizeof text, err, errlen) ||
+        get_int(lora, "lora", "rank", 0, 4096, &c->lora_rank, err, errlen) ||
+        get_number(lora, "lora", "alpha", &c->lora_alpha, err, errlen))
+        return -1;
+    if (strcmp(text, "none") == 0)
+        c->lora = MODEL_LORA_NONE;
+    else if (strcmp(text, "merge") == 0)
+        c->lora = MODEL_LORA_MERGE;
+    else if (strcmp(text, "drop") == 0)
+        c->lora = MODEL_LORA_DROP;
+    else
+        return fail(err, errlen, "stopcal.config: lora.handling \"%s\" is not none, merge or drop", text);
+    return 0;
+}
+
+int model_config_parse(struct model_config *c, const char *json, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"format_version", "name", "version", "architecture", "input",
+                                       "preprocessing", "output", "lora", "provenance", NULL};
+    json_error_t jerr;
+    memset(c, 0, sizeof *c);
+    json_t *root = json_loads(json, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        return fail(err, errlen, "stopcal.config is not valid JSON: %s (line %d)", jerr.text, jerr.line);
+    int rc = -1;
+    json_t *arch, *input, *pre, *out, *lora;
+    if (!json_is_object(root)) {
+        fail(err, errlen, "stopcal.config must be a JSON object");
+        goto done;
+    }
+    if (check_keys(root, "the top level", keys, err, errlen) ||
+        get_int(root, "config", "format_version", 0, 1 << 30, &c->format_version, err, errlen))
+        goto done;
+    if (c->format_version != MODEL_FORMAT_VERSION) {
+        fail(err, errlen, "stopcal.config: format_version %d is not supported (this build reads %d)",
+             c->format_version, MODEL_FORMAT_VERSION);
+        goto done;
+    }
+    if (get_string(root, "", "name", c->name, sizeof c->name, err, errlen) ||
+        get_string(root, "", "version", c->version, sizeof c->version, err, errlen))
+        goto done;
+    if (!(arch = get_object(root, "architecture", "", err, errlen)) ||
+        parse_architecture(c, arch, err, errlen))
+        goto done;
+    if (!(input = get_object(root, "input", "", err, errlen)))
+        goto done;
+    static const char *const input_keys[] = {"size", NULL};
+    if (check_keys(input, "input", input_keys, err, errlen) ||
+        get_int(input, "input", "size", 1, 8192, &c->input_size, err, errlen))
+        goto done;
+    if (c->input_size % c->patch_size != 0) {
+        fail(err, errlen, "stopcal.config: input.size = %d is not a multiple of patch_size %d",
+             c->input_size, c->patch_size);
+        goto done;
+    }
+    if (!(pre = get_object(root, "preprocessing", "", err, errlen)) ||
+        parse_preprocessing(c, pre, err, errlen))
+        goto done;
+    if (!(out = get_object(root, "output", "", err, errlen)))
+        goto done;
+    static const char *const output_keys[] = {"logit", "threshold", NULL};
+    char logit[32];
+    double threshold = 0;
+    if (check_keys(out, "output", output_keys, err, errlen) ||
+        get_string(out, "output", "logit", logit, sizeof logit, err, errlen) ||
+        get_number(out, "output", "threshold", &threshold, err, errlen))
+        goto done;
+    if (strcmp(logit, "continue") != 0) {
+        fail(err, errlen, "stopcal.config: output.logit \"%s\" is not \"continue\"", logit);
+        goto done;
+    }
+    if (!(threshold > 0 && threshold < 1)) {
+        fail(err, errlen, "stopcal.config: output.threshold must be in (0, 1)");
+        goto done;
+    }
+    c->threshold = (float)threshold;
+    if (!(lora = get_object(root, "lora", "", err, errlen)) || parse_lora(c, lora, err, errlen))
+        goto done;
+    if (!get_object(root, "provenance", "", err, errlen))
+        goto done;
+    rc = 0;
+done:
+    json_decref(root);
+    return rc;
+}
+
+const char *model_profile_name(enum model_profile p)
+{
+    return p == MODEL_PROFILE_CORTEXCHANGE_V3 ? "cortexchange-v3" : "cortexchange-v2";
+}
+
+const char *model_lora_name(enum model_lora l)
+{
+    return l == MODEL_LORA_MERGE ? "merge" : l == MODEL_LORA_DROP ? "drop" : "none";
+}

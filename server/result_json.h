@@ -1,0 +1,32 @@
+/* The one result object (DESIGN §6), the same in stopcald, stopcal-infer --json and the client:
+ * {"name", "continue_score", "stop_probability", "decision", "threshold", "logit", "rms",
+ *  "nonfinite_pixels"}. */
+#ifndef STOPCAL_RESULT_JSON_H
+#define STOPCAL_RESULT_JSON_H
+
+#include "model.h"
+
+#include <jansson.h>
+
+struct stopcal_result {
+    char name[256];
+    double logit;
+    double continue_score;   /* sigmoid(logit): the reference's "continue" score */
+    double stop_probability; /* 1 − continue_score */
+    double threshold;
+    int stop;                /* continue_score < threshold */
+    int has_rms;             /* 0 when the input was already-preprocessed pixels */
+    double rms;
+    long nonfinite_pixels;
+};
+
+/* Fill the scores and decision from a logit. */
+void result_from_logit(struct stopcal_result *r, const char *name, double logit, double threshold);
+
+/* New JSON object for r (caller owns the reference), or NULL when out of memory. */
+json_t *result_to_json(const struct stopcal_result *r);
+
+/* {"name", "sha256"} of a model, so every answer can be traced to its exact weights. */
+json_t *result_model_identity(const struct model *m);
+
+#endif

@@ -1,0 +1,236 @@
+/* The CPU reference ops against naive double-precision definitions written out here: if an
+ * optimisation in kernels/ changes the maths, these catch it before the parity tests do. */
+#include "../check.h"
+
+#include "activations.h"
+#include "attention.h"
+#include "fastmath.h"
+#include "layernorm.h"
+#include "linear.h"
+#include "patch_embed.h"
+#include "sha256.h"
+#include "threads.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static unsigned long long rng = 12345;
+
+static float *random_floats(size_t n, float lo, float hi)
+{
+    float *p = malloc(n * sizeof *p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = test_uniform(&rng, lo, hi);
+    return p;
+}
+
+static void test_fast_expf_matches_libm(void)
+{
+    double worst = 0;
+    for (float x = -87.0f; x <= 88.0f; x += 0.000731f) {
+        double want = exp((double)x), got = fast_expf(x);
+        double rel = fabs(got - want) / want;
+        worst = rel > worst ? rel : worst;
+    }
+    printf("  fast_expf: max relative error %.3g\n", worst);
+    CHECK(worst < 3.6e-7, "fast_expf relative error %.3g", worst); /* ≤ 3 ulp */
+    CHECK(fast_expf(-1000.0f) >= 0 && fast_expf(-1000.0f) < 1e-37f, "underflow clamps to ~0");
+}
+
+static void test_gelu_matches_exact_erf(void)
+{
+    double worst = 0;
+    for (float x = -12.0f; x <= 12.0f; x += 0.00037f) {
+        double want = 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+        double d = fabs(gelu_erf(x) - want) / (fabs(want) > 1 ? fabs(want) : 1);
+        worst = d > worst ? d : worst;
+    }
+    printf("  gelu_erf: max scaled error %.3g\n", worst);
+    CHECK(worst < 5e-7, "GELU error %.3g", worst);
+}
+
+static void test_layernorm_matches_double_reference(void)
+{
+    const int rows = 7, dim = 96, stride = 130;
+    float *in = random_floats((size_t)rows * stride, -3, 5), *w = random_floats(dim, 0.5f, 1.5f);
+    float *b = random_floats(dim, -1, 1), *out = malloc(sizeof(float) * rows * dim);
+    double *want = malloc(sizeof(double) * rows * dim);
+    for (int r = 0; r < rows; r++) {
+        double mean = 0, var = 0;
+        for (int i = 0; i < dim; i++)
+            mean += in[r * stride + i];
+        mean /= dim;
+        for (int i = 0; i < dim; i++)
+            var += (in[r * stride + i] - mean) * (in[r * stride + i] - mean);
+        var /= dim;
+        for (int i = 0; i < dim; i++)
+            want[r * dim + i] = (in[r * stride + i] - mean) / sqrt(var + 1e-6) * w[i] + b[i];
+    }
+    layernorm_forward_cpu(out, in, w, b, rows, dim, stride, 1e-6f);
+    CHECK(check_close("layernorm (strided rows)", out, want, (size_t)rows * dim, 1e-5, 1e-5), "layernorm");
+    free(in), free(w), free(b), free(out), free(want);
+}
+
+static void naive_attention(double *out, const float *qkv, int B, int T, int H)
+{
+    const int D = H * 64;
+    double *s = malloc(sizeof(double) * T);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < T; i++) {
+                const float *q = qkv + ((size_t)b * T + i) * 3 * D + h * 64;
+                double max = -INFINITY, sum = 0;
+                for (int j = 0; j < T; j++) {
+                    const float *k = qkv + ((size_t)b * T + j) * 3 * D + D + h * 64;
+                    double dot = 0;
+                    for (int e = 0; e < 64; e++)
+                        dot += (double)q[e] * k[e];
+                    s[j] = dot / 8.0;
+                    max = s[j] > max ? s[j] : max;
+                }
+                for (int j = 0; j < T; j++)
+                    sum += (s[j] = exp(s[j] - max));
+                for (int e = 0; e < 64; e++) {
+                    double acc = 0;
+                    for (int j = 0; j < T; j++)
+                        acc += s[j] * qkv[((size_t)b * T + j) * 3 * D + 2 * D + h * 64 + e];
+                    out[((size_t)b * T + i) * D + h * 64 + e] = acc / sum;
+                }
+            }
+    free(s);
+}
+
+static void test_attention_matches_naive_softmax(int B, int T, int H)
+{
+    const size_t D = (size_t)H * 64;
+    float *qkv = random_floats((size_t)B * T * 3 * D, -2, 2);
+    float *out = malloc(sizeof(float) * B * T * D);
+    float *scratch = malloc(sizeof(float) * attention_scratch_floats_cpu(T));
+    double *want = malloc(sizeof(double) * B * T * D);
+    attention_forward_cpu(out, qkv, B, T, H, scratch);
+    naive_attention(want, qkv, B, T, H);
+    char what[64];
+    snprintf(what, sizeof what, "attention B=%d T=%d H=%d", B, T, H);
+    CHECK(check_close(what, out, want, (size_t)B * T * D, 2e-6, 2e-5), "%s", what);
+    free(qkv), free(out), free(scratch), free(want);
+}
+
+static void test_patch_embed_matches_naive_conv(int R)
+{
+    const int B = 2, S = 28, P = 14, D = 64, g = S / P, T = 1 + R + g * g, K = 3 * P * P;
+    float *pix = random_floats((size_t)B * 3 * S * S, -1, 1), *w = random_floats((size_t)D * K, -.1f, .1f);
+    float *bias = random_floats(D, -1, 1), *cls = random_floats(D, -1, 1);
+    float *reg = random_floats((size_t)(R ? R : 1) * D, -1, 1), *pos = random_floats((size_t)(1 + g * g) * D, -1, 1);
+    float *x = malloc(sizeof(float) * B * T * D);
+    float *scratch = malloc(sizeof(float) * patch_embed_scratch_floats_cpu(B, S, P));
+    double *want = malloc(sizeof(double) * B * T * D);
+    for (int b = 0; b < B; b++) {
+        for (int d = 0; d < D; d++)
+            want[((size_t)b * T) * D + d] = (double)cls[d] + pos[d];
+        for (int r = 0; r < R; r++)
+            for (int d = 0; d < D; d++)
+                want[((size_t)b * T + 1 + r) * D + d] = reg[r * D + d];
+        for (int py = 0; py < g; py++)
+            for (int px = 0; px < g; px++)
+                for (int d = 0; d < D; d++) {
+                    double acc = bias[d];
+                    for (int c = 0; c < 3; c++)
+                        for (int ky = 0; ky < P; ky++)
+                            for (int kx = 0; kx < P; kx++)
+                                acc += (double)w[((size_t)d * 3 + c) * P * P + ky * P + kx] *
+                                       pix[(((size_t)b * 3 + c) * S + py * P + ky) * S + px * P + kx];
+                    int p = py * g + px;
+                    want[((size_t)b * T + 1 + R + p) * D + d] = acc + pos[(1 + p) * D + d];
+                }
+    }
+    patch_embed_forward_cpu(x, pix, w, bias, cls, R ? reg : NULL, pos, B, S, P, D, R, scratch);
+    char what[64];
+    snprintf(what, sizeof what, "patch embed R=%d", R);
+    CHECK(check_close(what, x, want, (size_t)B * T * D, 1e-5, 1e-5), "%s", what);
+    free(pix), free(w), free(bias), free(cls), free(reg), free(pos), free(x), free(scratch), free(want);
+}
+
+static void test_linear_epilogues(void)
+{
+    const int M = 5, N = 19, K = 33;
+    float *in = random_floats((size_t)M * K, -1, 1), *w = random_floats((size_t)N * K, -1, 1);
+    float *b = random_floats(N, -1, 1), *out = malloc(sizeof(float) * M * N);
+    double *want = malloc(sizeof(double) * M * N);
+    enum linear_epilogue kinds[] = {EPILOGUE_NONE, EPILOGUE_GELU, EPILOGUE_RELU};
+    const char *names[] = {"linear", "linear+gelu", "linear+relu"};
+    for (int e = 0; e < 3; e++) {
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                double acc = b[j];
+                for (int k = 0; k < K; k++)
+                    acc += (double)in[i * K + k] * w[j * K + k];
+                if (kinds[e] == EPILOGUE_GELU)
+                    acc = 0.5 * acc * (1 + erf(acc / sqrt(2.0)));
+                if (kinds[e] == EPILOGUE_RELU)
+                    acc = acc > 0 ? acc : 0;
+                want[i * N + j] = acc;
+            }
+        linear_forward_cpu(out, in, w, b, M, N, K, kinds[e]);
+        CHECK(check_close(names[e], out, want, (size_t)M * N, 2e-6, 2e-6), "%s", names[e]);
+    }
+    free(in), free(w), free(b), free(out), free(want);
+}
+
+static void test_swiglu_and_layerscale(void)
+{
+    const int rows = 4, F = 40;
+    float *in = random_floats((size_t)rows * 2 * F, -6, 6), *out = malloc(sizeof(float) * rows * F);
+    double *want = malloc(sizeof(double) * rows * F);
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < F; j++) {
+            double a = in[r * 2 * F + j], b = in[r * 2 * F + F + j];
+            want[r * F + j] = a / (1 + exp(-a)) * b;
+        }
+    swiglu_forward_cpu(out, in, rows, F);
+    CHECK(check_close("swiglu", out, want, (size_t)rows * F, 1e-6, 1e-6), "swiglu");
+    float *x = random_floats((size_t)rows * F, -1, 1), *y = random_floats((size_t)rows * F, -1, 1);
+    float *gamma = random_floats(F, 0, 1);
+    for (int i = 0; i < rows * F; i++)
+        want[i] = (double)x[i] + (double)gamma[i % F] * y[i];
+    layerscale_residual_cpu(x, y, gamma, rows, F);
+    CHECK(check_close("layerscale residual", x, want, (size_t)rows * F, 1e-6, 1e-6), "layerscale");
+    free(in), free(out), free(want), free(x), free(y), free(gamma);
+}
+
+static void test_sha256_known_vectors(void)
+{
+    char hex[65];
+    sha256_hex("", 0, hex);
+    CHECK(strcmp(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855") == 0, "%s", hex);
+    sha256_hex("abc", 3, hex);
+    CHECK(strcmp(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0, "%s", hex);
+    const char *two_blocks = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    sha256_hex(two_blocks, strlen(two_blocks), hex);
+    CHECK(strcmp(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1") == 0, "%s", hex);
+}
+
+static void test_thread_budget_respects_slurm(void)
+{
+    int all = threads_available_cpus();
+    CHECK(all >= 1, "at least one CPU");
+    setenv("SLURM_CPUS_PER_TASK", "1", 1);
+    CHECK(threads_available_cpus() == 1, "SLURM_CPUS_PER_TASK=1 limits to 1");
+    unsetenv("SLURM_CPUS_PER_TASK");
+}
+
+int main(void)
+{
+    test_fast_expf_matches_libm();
+    test_gelu_matches_exact_erf();
+    test_layernorm_matches_double_reference();
+    test_attention_matches_naive_softmax(1, 1, 1);
+    test_attention_matches_naive_softmax(2, 37, 2);
+    test_attention_matches_naive_softmax(1, 261, 3);
+    test_patch_embed_matches_naive_conv(0);
+    test_patch_embed_matches_naive_conv(4);
+    test_linear_epilogues();
+    test_swiglu_and_layerscale();
+    test_sha256_known_vectors();
+    test_thread_budget_respects_slurm();
+    return test_report("test_ops_cpu");
+}
