@@ -4,9 +4,11 @@
 
 #include <stddef.h>
 
-/* x (rows, cols) ← act(x + bias) row by row; bias (cols) may be NULL. */
-void bias_gelu_cpu(float *x, const float *bias, long rows, int cols);
-void bias_relu_cpu(float *x, const float *bias, long rows, int cols);
+/* x (n) ← act(x), in place. */
+void gelu_inplace_cpu(float *x, long n);
+void relu_inplace_cpu(float *x, long n);
+
+/* x (rows, cols) += bias (cols) on every row. */
 void bias_add_cpu(float *x, const float *bias, long rows, int cols);
 
 /* x (rows, dim) += gamma (dim) ⊙ y (rows, dim) */

@@ -3,31 +3,35 @@
 #include "attention.h"
 
 #include "fastmath.h"
+#include "simd.h"
 
 #include <cblas.h>
 #include <math.h>
 
 size_t attention_scratch_floats_cpu(int tokens) { return (size_t)tokens * (size_t)tokens; }
 
+SIMD_CLONES static void softmax_row(float *s, int cols)
+{
+    float max = s[0];
+#pragma omp simd reduction(max : max)
+    for (int j = 1; j < cols; j++)
+        max = s[j] > max ? s[j] : max;
+    float sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < cols; j++) {
+        s[j] = fast_expf(s[j] - max);
+        sum += s[j];
+    }
+    float inv = 1.0f / sum;
+    for (int j = 0; j < cols; j++)
+        s[j] *= inv;
+}
+
 static void softmax_rows(float *scores, int rows, int cols)
 {
 #pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++) {
-        float *s = scores + (long)r * cols;
-        float max = s[0];
-        for (int j = 1; j < cols; j++)
-            max = s[j] > max ? s[j] : max;
-        float sum = 0;
-#pragma omp simd reduction(+ : sum)
-        for (int j = 0; j < cols; j++) {
-            s[j] = fast_expf(s[j] - max);
-            sum += s[j];
-        }
-        float inv = 1.0f / sum;
-#pragma omp simd
-        for (int j = 0; j < cols; j++)
-            s[j] *= inv;
-    }
+    for (int r = 0; r < rows; r++)
+        softmax_row(scores + (long)r * cols, cols);
 }
 
 void attention_forward_cpu(float *out, const float *qkv, int batch, int tokens, int heads,
