@@ -1,0 +1,558 @@
+"""Read and write stopcal model files (models/FORMAT.md, format version 1) with numpy only.
+
+A model file is a safetensors container whose ``__metadata__["stopcal.config"]`` holds the JSON
+configuration. This module is the Python half of the contract whose C half is models/model.c: the
+generator of random test models, the checkpoint converter and the demo-model trainer all write
+through it, and the test harness reads through it. It checks what the C reader checks, with the
+same keywords in its messages ("truncated", "header length", "JSON", "offsets", "byte length",
+"dtype", "missing tensor", "unexpected tensor", "shape", "stopcal.config", ...), so a file this
+module refuses is one the C reader refuses too.
+
+Typical use::
+
+    cfg = make_config(embed_dim=384, depth=12, num_heads=6, input_size=224, name="vits14")
+    write_model("m.safetensors", cfg, tensors, dtype="bf16")   # tensors: name -> array or callable
+    cfg, weights = read_model("m.safetensors")                  # weights: name -> fp32 ndarray
+"""
+
+import json
+import math
+import mmap
+import os
+import struct
+
+import numpy as np
+
+FORMAT_VERSION = 1
+HEAD_DIM = 64  # DINOv2's attention head dimension, for every variant
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+DTYPE_SIZES = {"F32": 4, "F16": 2, "BF16": 2}
+# Accept the spellings people type on command lines as well as the safetensors names.
+_DTYPE_ALIASES = {"f32": "F32", "fp32": "F32", "float32": "F32",
+                  "f16": "F16", "fp16": "F16", "float16": "F16",
+                  "bf16": "BF16", "bfloat16": "BF16"}
+
+PROFILES = ("cortexchange-v2", "cortexchange-v3")
+FFN_KINDS = ("mlp", "swiglu")
+POS_INTERPOLATIONS = ("bicubic_antialias", "bicubic_scale_factor")
+LORA_HANDLINGS = ("none", "merge", "drop")
+
+# Keys of each config object. FORMAT.md makes unknown keys an error at the top level and inside
+# "architecture"; we are equally strict in the other fixed-schema objects so that a writer never
+# produces a file that a stricter reader might refuse. "provenance" is free-form.
+_TOP_KEYS = ("format_version", "name", "version", "architecture", "input", "preprocessing",
+             "output", "lora", "provenance")
+_ARCH_KEYS = ("family", "embed_dim", "depth", "num_heads", "ffn", "ffn_hidden_dim",
+              "num_registers", "patch_size", "pos_embed_grid", "pos_embed_interpolation",
+              "layernorm_eps", "head_hidden_dim")
+_SUB_KEYS = {
+    "input": ("size",),
+    "preprocessing": ("profile", "mean", "std", "noise_sigma"),
+    "output": ("logit", "threshold"),
+    "lora": ("handling", "rank", "alpha"),
+}
+
+
+# Limits of the C reader (models/model.c, model_config.c) that FORMAT.md leaves unstated,
+# mirrored so that a file written here always loads there.
+INT_RANGES = {
+    "embed_dim": (64, 16384), "depth": (1, 256), "num_heads": (1, 256),
+    "ffn_hidden_dim": (1, 1 << 16), "num_registers": (0, 64), "patch_size": (1, 64),
+    "pos_embed_grid": (1, 256), "head_hidden_dim": (1, 1 << 16), "input.size": (1, 8192),
+    "lora.rank": (0, 4096),
+}
+MAX_NAME_BYTES = 127
+MAX_VERSION_BYTES = 63
+MAX_TENSOR_NAME_BYTES = 96
+MAX_DIMS = 4
+MAX_DIM = 1 << 40
+
+
+class ModelFormatError(ValueError):
+    """A model file or config that breaks models/FORMAT.md; the message names the problem."""
+
+
+# --------------------------------------------------------------------------------------------
+# dtypes
+
+
+def canonical_dtype(dtype):
+    """Return the safetensors dtype name ("F32", "F16", "BF16") for any accepted spelling."""
+    if dtype in DTYPE_SIZES:
+        return dtype
+    try:
+        return _DTYPE_ALIASES[str(dtype).lower()]
+    except KeyError:
+        raise ModelFormatError(f"dtype {dtype!r} is not one of F32, F16, BF16") from None
+
+
+def f32_to_bf16_bits(x):
+    """Round fp32 values to bfloat16, nearest-even, returning the uint16 bit patterns.
+
+    NaN stays a (quiet) NaN instead of being rounded into an infinity."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounded = ((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))
+               >> np.uint32(16)).astype(np.uint16)
+    nan = np.isnan(np.asarray(x, dtype=np.float32))
+    if nan.any():
+        rounded[nan] = ((bits[nan] >> np.uint32(16)) | np.uint32(0x0040)).astype(np.uint16)
+    return rounded
+
+
+def bf16_bits_to_f32(bits):
+    """Widen bfloat16 bit patterns (uint16) to fp32 exactly."""
+    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def encode_tensor(array, dtype):
+    """Return the little-endian bytes of ``array`` stored as ``dtype`` (F32, F16 or BF16)."""
+    dtype = canonical_dtype(dtype)
+    a = np.asarray(array, dtype=np.float32)
+    if dtype == "F32":
+        out = a.astype("<f4", copy=False)
+    elif dtype == "F16":
+        out = a.astype("<f2")
+    else:
+        out = f32_to_bf16_bits(a).astype("<u2", copy=False)
+    return np.ascontiguousarray(out).tobytes()
+
+
+def decode_tensor(raw, dtype, shape):
+    """Widen the bytes of one stored tensor to a fp32 ndarray of ``shape`` (a copy)."""
+    dtype = canonical_dtype(dtype)
+    if dtype == "F32":
+        a = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    elif dtype == "F16":
+        a = np.frombuffer(raw, dtype="<f2").astype(np.float32)
+    else:
+        a = bf16_bits_to_f32(np.frombuffer(raw, dtype="<u2"))
+    return a.reshape(shape)
+
+
+# --------------------------------------------------------------------------------------------
+# config
+
+
+def default_ffn_hidden_dim(embed_dim, ffn):
+    """DINOv2's hidden width: 4·D for the MLP; for SwiGLU the fused rule, 8/3·D rounded up to a
+    multiple of 8 (4096 for ViT-g/14's D = 1536)."""
+    if ffn == "mlp":
+        return 4 * embed_dim
+    return (int(4 * embed_dim * 2 / 3) + 7) // 8 * 8
+
+
+def default_pos_interpolation(num_registers):
+    """DINOv2's torch-hub rule: register models resize with antialias to an exact size, the
+    others by scale factor (g + 0.1)/G without antialias."""
+    return "bicubic_antialias" if num_registers > 0 else "bicubic_scale_factor"
+
+
+def make_config(*, embed_dim, depth, num_heads, ffn="mlp", ffn_hidden_dim=None, num_registers=0,
+                patch_size=14, pos_embed_grid=37, pos_embed_interpolation=None,
+                layernorm_eps=1e-6, head_hidden_dim=None, input_size=224,
+                profile="cortexchange-v2", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                noise_sigma=0.0, threshold=0.5, lora_handling="none", lora_rank=0, lora_alpha=0,
+                name="dinov2-random", version="0.1.0", provenance=None):
+    """Build a complete, validated stopcal.config dict; omitted sizes follow DINOv2's rules."""
+    cfg = {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "version": version,
+        "architecture": {
+            "family": "dinov2",
+            "embed_dim": int(embed_dim),
+            "depth": int(depth),
+            "num_heads": int(num_heads),
+            "ffn": ffn,
+            "ffn_hidden_dim": int(ffn_hidden_dim if ffn_hidden_dim is not None
+                                  else default_ffn_hidden_dim(embed_dim, ffn)),
+            "num_registers": int(num_registers),
+            "patch_size": int(patch_size),
+            "pos_embed_grid": int(pos_embed_grid),
+            "pos_embed_interpolation": (pos_embed_interpolation if pos_embed_interpolation
+                                        else default_pos_interpolation(num_registers)),
+            "layernorm_eps": float(layernorm_eps),
+            "head_hidden_dim": int(head_hidden_dim if head_hidden_dim is not None else embed_dim),
+        },
+        "input": {"size": int(input_size)},
+        "preprocessing": {
+            "profile": profile,
+            "mean": [float(v) for v in mean],
+            "std": [float(v) for v in std],
+            "noise_sigma": float(noise_sigma),
+        },
+        "output": {"logit": "continue", "threshold": float(threshold)},
+        "lora": {"handling": lora_handling, "rank": int(lora_rank), "alpha": lora_alpha},
+        "provenance": dict(provenance) if provenance else {"created_by": "stopcal_model.py",
+                                                           "sources": []},
+    }
+    validate_config(cfg)
+    return cfg
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _short_string(v, limit):
+    return isinstance(v, str) and len(v.encode("utf-8")) <= limit
+
+
+def _in_range(key):
+    lo, hi = INT_RANGES[key]
+    return (lambda v: _is_int(v) and lo <= v <= hi), f"an integer in [{lo}, {hi}]"
+
+
+def _need(obj, key, where, check, what):
+    if key not in obj:
+        raise ModelFormatError(f"stopcal.config: {where}{key} is missing")
+    v = obj[key]
+    if not check(v):
+        raise ModelFormatError(f"stopcal.config: {where}{key} must be {what}, not {v!r}")
+    return v
+
+
+def _no_unknown_keys(obj, allowed, where):
+    for key in obj:
+        if key not in allowed:
+            raise ModelFormatError(f"stopcal.config: unknown key {where}{key}")
+
+
+def validate_config(cfg):
+    """Check a stopcal.config dict against FORMAT.md; raise ModelFormatError naming the field.
+
+    Field paths in messages are dotted (``architecture.embed_dim``, ``input.size``)."""
+    if not isinstance(cfg, dict):
+        raise ModelFormatError("stopcal.config: not a JSON object")
+    _no_unknown_keys(cfg, _TOP_KEYS, "")
+    fv = _need(cfg, "format_version", "", _is_int, "an integer")
+    if fv != FORMAT_VERSION:
+        raise ModelFormatError(f"stopcal.config: format_version {fv} is not supported "
+                               f"(this reader knows {FORMAT_VERSION})")
+    _need(cfg, "name", "", lambda v: _short_string(v, MAX_NAME_BYTES) and v != "",
+          f"a non-empty string of at most {MAX_NAME_BYTES} bytes")
+    _need(cfg, "version", "", lambda v: _short_string(v, MAX_VERSION_BYTES),
+          f"a string of at most {MAX_VERSION_BYTES} bytes")
+
+    arch = _need(cfg, "architecture", "", lambda v: isinstance(v, dict), "an object")
+    _no_unknown_keys(arch, _ARCH_KEYS, "architecture.")
+    a = "architecture."
+    _need(arch, "family", a, lambda v: v == "dinov2", '"dinov2"')
+    D = _need(arch, "embed_dim", a, *_in_range("embed_dim"))
+    _need(arch, "depth", a, *_in_range("depth"))
+    heads = _need(arch, "num_heads", a, *_in_range("num_heads"))
+    if D != heads * HEAD_DIM:
+        raise ModelFormatError(f"stopcal.config: architecture.embed_dim {D} is not "
+                               f"num_heads × {HEAD_DIM} = {heads * HEAD_DIM}")
+    _need(arch, "ffn", a, lambda v: v in FFN_KINDS, " or ".join(map(repr, FFN_KINDS)))
+    _need(arch, "ffn_hidden_dim", a, *_in_range("ffn_hidden_dim"))
+    _need(arch, "num_registers", a, *_in_range("num_registers"))
+    P = _need(arch, "patch_size", a, *_in_range("patch_size"))
+    _need(arch, "pos_embed_grid", a, *_in_range("pos_embed_grid"))
+    _need(arch, "pos_embed_interpolation", a, lambda v: v in POS_INTERPOLATIONS,
+          " or ".join(map(repr, POS_INTERPOLATIONS)))
+    _need(arch, "layernorm_eps", a, lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)")
+    _need(arch, "head_hidden_dim", a, *_in_range("head_hidden_dim"))
+
+    inp = _need(cfg, "input", "", lambda v: isinstance(v, dict), "an object")
+    _no_unknown_keys(inp, _SUB_KEYS["input"], "input.")
+    S = _need(inp, "size", "input.", *_in_range("input.size"))
+    if S % P:
+        raise ModelFormatError(f"stopcal.config: input.size {S} is not a multiple of "
+                               f"architecture.patch_size {P}")
+
+    pre = _need(cfg, "preprocessing", "", lambda v: isinstance(v, dict), "an object")
+    _no_unknown_keys(pre, _SUB_KEYS["preprocessing"], "preprocessing.")
+    _need(pre, "profile", "preprocessing.", lambda v: v in PROFILES,
+          " or ".join(map(repr, PROFILES)))
+    three = lambda v: isinstance(v, list) and len(v) == 3 and all(map(_is_number, v))  # noqa: E731
+    _need(pre, "mean", "preprocessing.", three, "3 numbers")
+    _need(pre, "std", "preprocessing.", lambda v: three(v) and all(s > 0 for s in v),
+          "3 positive numbers")
+    _need(pre, "noise_sigma", "preprocessing.", lambda v: _is_number(v) and v >= 0,
+          "a number >= 0")
+
+    out = _need(cfg, "output", "", lambda v: isinstance(v, dict), "an object")
+    _no_unknown_keys(out, _SUB_KEYS["output"], "output.")
+    _need(out, "logit", "output.", lambda v: v == "continue", '"continue"')
+    _need(out, "threshold", "output.", lambda v: _is_number(v) and 0 < v < 1,
+          "a number in (0, 1)")
+
+    lora = _need(cfg, "lora", "", lambda v: isinstance(v, dict), "an object")
+    _no_unknown_keys(lora, _SUB_KEYS["lora"], "lora.")
+    handling = _need(lora, "handling", "lora.", lambda v: v in LORA_HANDLINGS,
+                     " or ".join(map(repr, LORA_HANDLINGS)))
+    rank = _need(lora, "rank", "lora.", *_in_range("lora.rank"))
+    alpha = _need(lora, "alpha", "lora.", lambda v: _is_number(v) and v >= 0, "a number >= 0")
+    if handling == "none" and (rank != 0 or alpha != 0):
+        raise ModelFormatError('stopcal.config: lora.rank and lora.alpha must be 0 when '
+                               'lora.handling is "none"')
+
+    _need(cfg, "provenance", "", lambda v: isinstance(v, dict), "an object")
+
+
+def expected_tensor_shapes(cfg):
+    """Map every tensor name the config implies to its shape (a tuple), in sorted name order.
+
+    This is FORMAT.md's table; the C reader demands exactly this set with exactly these shapes."""
+    arch = cfg["architecture"]
+    D, L = arch["embed_dim"], arch["depth"]
+    P, G, R = arch["patch_size"], arch["pos_embed_grid"], arch["num_registers"]
+    F, H = arch["ffn_hidden_dim"], arch["head_hidden_dim"]
+    shapes = {
+        "cls_token": (1, 1, D),
+        "pos_embed": (1, 1 + G * G, D),
+        "patch_embed.proj.weight": (D, 3, P, P),
+        "patch_embed.proj.bias": (D,),
+        "norm.weight": (D,),
+        "norm.bias": (D,),
+        "head.fc1.weight": (H, D),
+        "head.fc1.bias": (H,),
+        "head.fc2.weight": (1, H),
+        "head.fc2.bias": (1,),
+    }
+    if R > 0:
+        shapes["register_tokens"] = (1, R, D)
+    for i in range(L):
+        b = f"blocks.{i}."
+        shapes.update({
+            b + "norm1.weight": (D,), b + "norm1.bias": (D,),
+            b + "attn.qkv.weight": (3 * D, D), b + "attn.qkv.bias": (3 * D,),
+            b + "attn.proj.weight": (D, D), b + "attn.proj.bias": (D,),
+            b + "ls1.gamma": (D,), b + "ls2.gamma": (D,),
+            b + "norm2.weight": (D,), b + "norm2.bias": (D,),
+        })
+        if arch["ffn"] == "mlp":
+            shapes.update({b + "mlp.fc1.weight": (F, D), b + "mlp.fc1.bias": (F,),
+                           b + "mlp.fc2.weight": (D, F), b + "mlp.fc2.bias": (D,)})
+        else:
+            shapes.update({b + "mlp.w12.weight": (2 * F, D), b + "mlp.w12.bias": (2 * F,),
+                           b + "mlp.w3.weight": (D, F), b + "mlp.w3.bias": (D,)})
+    return dict(sorted(shapes.items()))
+
+
+def check_tensor_set(cfg, shapes):
+    """Check a name → shape map against the config: raise ModelFormatError on a missing tensor,
+    an unexpected tensor or a wrong shape, naming the tensor."""
+    want = expected_tensor_shapes(cfg)
+    for name in want:
+        if name not in shapes:
+            raise ModelFormatError(f"missing tensor {name}")
+    for name in shapes:
+        if name not in want:
+            raise ModelFormatError(f"unexpected tensor {name}")
+    for name, shape in want.items():
+        if tuple(shapes[name]) != shape:
+            raise ModelFormatError(f"tensor {name} has shape {list(shapes[name])}, "
+                                   f"the config implies {list(shape)}")
+
+
+# --------------------------------------------------------------------------------------------
+# the safetensors container
+
+
+def encode_header(entries, metadata=None):
+    """Serialise a safetensors header, padded with spaces so that 8 + len is a multiple of 8.
+
+    entries: name → {"dtype", "shape", "data_offsets"} in the order they are to appear;
+    metadata: str → str for ``__metadata__`` (written first), or None for none.
+    Returns the header bytes without the 8-byte length prefix."""
+    header = {}
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    header.update(entries)
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return raw + b" " * (-(8 + len(raw)) % 8)
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """Write a safetensors file, tensors back to back in sorted name order.
+
+    tensors: name → (dtype, shape, source), where source is an array (any float dtype, converted
+    to ``dtype``), raw ``bytes`` already encoded, or a zero-argument callable returning either;
+    callables are called one at a time so a multi-gigabyte model never sits in memory whole.
+    No stopcal validation here: the tests use this to write deliberately bad files."""
+    entries, offset = {}, 0
+    order = sorted(tensors)
+    for name in order:
+        dtype, shape, _ = tensors[name]
+        dtype = canonical_dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * DTYPE_SIZES[dtype]
+        entries[name] = {"dtype": dtype, "shape": [int(s) for s in shape],
+                         "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    header = encode_header(entries, metadata)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(header)))
+            f.write(header)
+            for name in order:
+                dtype, shape, source = tensors[name]
+                if callable(source):
+                    source = source()
+                if isinstance(source, (bytes, bytearray)):
+                    raw = bytes(source)
+                else:
+                    arr = np.asarray(source)
+                    if tuple(arr.shape) != tuple(shape):
+                        raise ModelFormatError(f"tensor {name} has shape {list(arr.shape)}, "
+                                               f"expected {list(shape)}")
+                    raw = encode_tensor(arr, dtype)
+                begin, end = entries[name]["data_offsets"]
+                if len(raw) != end - begin:
+                    raise ModelFormatError(f"tensor {name}: byte length {len(raw)} is not "
+                                           f"{end - begin}")
+                f.write(raw)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _reject_duplicates(pairs):
+    seen = {}
+    for k, v in pairs:
+        if k in seen:
+            raise ModelFormatError(f"header JSON: duplicate key {k!r}")
+        seen[k] = v
+    return seen
+
+
+def parse_safetensors(buf):
+    """Parse and check a safetensors container held in ``buf`` (bytes, mmap or memoryview).
+
+    Returns (entries, metadata, data_start): entries maps name → {"dtype", "shape",
+    "data_offsets"}, metadata is the ``__metadata__`` value or None. Enforces FORMAT.md's container
+    rules (size limits, JSON, dtypes, byte lengths, tiling) but nothing about stopcal.config."""
+    size = len(buf)
+    if size < 8:
+        raise ModelFormatError(f"truncated: {size} bytes, too short for the header length")
+    (n,) = struct.unpack_from("<Q", buf, 0)
+    if n > MAX_HEADER_BYTES or 8 + n > size:
+        raise ModelFormatError(f"header length {n} is past the end of the {size}-byte file "
+                               f"or over {MAX_HEADER_BYTES} bytes")
+    try:
+        header = json.loads(bytes(buf[8:8 + n]).decode("utf-8"),
+                            object_pairs_hook=_reject_duplicates)
+    except ModelFormatError:
+        raise
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ModelFormatError(f"header JSON is invalid: {e}") from None
+    if not isinstance(header, dict):
+        raise ModelFormatError("header JSON is not an object")
+    metadata = header.pop("__metadata__", None)  # judged by config_from_metadata
+    data_len = size - 8 - n
+    spans = []
+    for name, e in header.items():
+        if len(name.encode("utf-8")) >= MAX_TENSOR_NAME_BYTES:
+            raise ModelFormatError(f"tensor name {name[:40]!r}... is too long")
+        if not (isinstance(e, dict) and {"dtype", "shape", "data_offsets"} <= set(e)):
+            raise ModelFormatError(f"tensor {name}: header entry needs dtype, shape and "
+                                   f"data_offsets")
+        dtype, shape, offs = e["dtype"], e["shape"], e["data_offsets"]
+        if dtype not in DTYPE_SIZES:
+            raise ModelFormatError(f"tensor {name}: dtype {dtype!r} is not F32, F16 or BF16")
+        if not isinstance(shape, list) or len(shape) > MAX_DIMS:
+            raise ModelFormatError(f"tensor {name}: shape {shape!r} is not a list of at most "
+                                   f"{MAX_DIMS} dimensions")
+        for d in shape:
+            if not (_is_int(d) and 0 <= d <= MAX_DIM):
+                raise ModelFormatError(f"tensor {name}: shape {shape!r} has an invalid dimension")
+        numel = math.prod(shape)
+        if numel * 8 >= 1 << 64:  # where the C reader's size_t arithmetic would overflow
+            raise ModelFormatError(f"tensor {name}: shape {shape!r} overflows")
+        if not (isinstance(offs, list) and len(offs) == 2 and all(_is_int(o) for o in offs)):
+            raise ModelFormatError(f"tensor {name}: data_offsets {offs!r} are not two integers")
+        begin, end = offs
+        if begin < 0 or end < begin:
+            raise ModelFormatError(f"tensor {name}: data_offsets [{begin}, {end}] are out of "
+                                   f"order")
+        want = numel * DTYPE_SIZES[dtype]
+        if end - begin != want:
+            raise ModelFormatError(f"tensor {name}: byte length {end - begin} is not "
+                                   f"shape {shape} × {DTYPE_SIZES[dtype]} = {want}")
+        spans.append((begin, end, name))
+    # Tile check in the C reader's order, so both name the same first problem.
+    spans.sort()
+    at = 0
+    for begin, end, name in spans:
+        if end > data_len:
+            raise ModelFormatError(f"truncated: tensor {name} ends at data offset {end}, the "
+                                   f"file holds {data_len} data bytes")
+        if begin != at:
+            what = "overlap the tensor before" if begin < at else "leave a gap before"
+            raise ModelFormatError(f"tensor {name}: data_offsets [{begin}, {end}] {what} it "
+                                   f"(expected it to begin at {at})")
+        at = end
+    if at != data_len:
+        raise ModelFormatError(f"data_offsets end at {at} but the data section has {data_len} "
+                               f"bytes (trailing bytes)")
+    return header, metadata, 8 + n
+
+
+def read_safetensors(path):
+    """Read a safetensors file: returns (metadata, {name: fp32 ndarray}, {name: stored dtype})."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        try:
+            entries, metadata, start = parse_safetensors(buf)
+            arrays, dtypes = {}, {}
+            for name, e in entries.items():
+                begin, end = e["data_offsets"]
+                arrays[name] = decode_tensor(buf[start + begin:start + end], e["dtype"],
+                                             e["shape"])
+                dtypes[name] = e["dtype"]
+        finally:
+            if size:
+                buf.close()
+    return metadata, arrays, dtypes
+
+
+def config_from_metadata(metadata):
+    """Extract and validate the stopcal.config dict from a ``__metadata__`` dict (or None)."""
+    if not (isinstance(metadata, dict) and isinstance(metadata.get("stopcal.config"), str)):
+        raise ModelFormatError("no stopcal.config string in __metadata__: not a stopcal model "
+                               "file")
+    try:
+        cfg = json.loads(metadata["stopcal.config"], object_pairs_hook=_reject_duplicates)
+    except ModelFormatError:
+        raise
+    except ValueError as e:
+        raise ModelFormatError(f"stopcal.config is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict):
+        raise ModelFormatError("stopcal.config must be a JSON object")
+    validate_config(cfg)
+    return cfg
+
+
+def read_model(path):
+    """Read and fully validate a stopcal model file.
+
+    Returns (config dict, {name: fp32 ndarray}); F16 and BF16 tensors are widened exactly.
+    Raises ModelFormatError naming the problem."""
+    metadata, arrays, _ = read_safetensors(path)
+    cfg = config_from_metadata(metadata)
+    check_tensor_set(cfg, {k: v.shape for k, v in arrays.items()})
+    return cfg, arrays
+
+
+def write_model(path, cfg, tensors, dtype="F32"):
+    """Validate and write a stopcal model file.
+
+    tensors: name → array, or a zero-argument callable returning one (generated lazily, one at a
+    time); the set and shapes must be exactly ``expected_tensor_shapes(cfg)``. dtype: F32, F16 or
+    BF16 for every tensor (BF16 rounds to nearest even)."""
+    validate_config(cfg)
+    dtype = canonical_dtype(dtype)
+    shapes = expected_tensor_shapes(cfg)
+    check_tensor_set(cfg, {k: shapes.get(k, ()) for k in tensors})
+    metadata = {"stopcal.config": json.dumps(cfg, ensure_ascii=False)}
+    write_safetensors(path, {name: (dtype, shapes[name], tensors[name]) for name in shapes},
+                      metadata)
