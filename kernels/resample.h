@@ -27,6 +27,20 @@ int resample2d_f32(float *out, const float *in, int channels, int in_h, int in_w
 int resample2d_f64(double *out, const double *in, int channels, int in_h, int in_w, int out_h, int out_w,
                    double scale_h, double scale_w, enum resample_mode mode);
 
+/* The same, reading the input through a callback instead of an array, so a caller can produce input
+ * rows on demand (the preprocessing stretches only the rows a resize touches, once each). row(ctx, y)
+ * returns in_w doubles of input row y (0 <= y < in_h), or NULL to abort (the call then returns -1);
+ * the pointer need only stay valid until the next call. Rows are requested in non-decreasing order of
+ * the first row of each output row's window, so a small ring of recent rows serves every request. One
+ * channel. Returns 0, or -1 as above. */
+typedef const double *(*resample_row_fn)(void *ctx, int y);
+int resample2d_rows_f64(double *out, int in_h, int in_w, int out_h, int out_w, double scale_h, double scale_w,
+                        enum resample_mode mode, resample_row_fn row, void *ctx);
+
+/* Rows of input an output row of this resize combines, at most: the ring size a resample2d_rows_f64
+ * caller needs to serve every row from its cache. Returns 0 on invalid arguments. */
+int resample_window_rows(int in_size, int out_size, double scale_factor, enum resample_mode mode);
+
 /* One axis of a separable resize: for output o, taps index[o*max_taps + k] with weights
  * weight[o*max_taps + k], k < count[o]. Exposed so that callers resizing many planes the same way
  * (and the tests) can build the tables once. */

@@ -300,10 +300,13 @@ static int parse_container(struct model *m, char *err, size_t errlen)
         if (parse_tensor_entry(t, key, value, err, errlen, &s->begin, &s->end))
             goto done;
         s->index = m->n_tensors++;
-        t->data = data + s->begin;
     }
-    if (check_tiling(m, spans, m->map_len - 8 - (size_t)header_len, err, errlen) ||
-        parse_metadata(m, meta, err, errlen) || check_tensor_set(m, err, errlen))
+    if (check_tiling(m, spans, m->map_len - 8 - (size_t)header_len, err, errlen))
+        goto done;
+    /* Only now are the offsets known to lie inside the file. */
+    for (int i = 0; i < m->n_tensors; i++)
+        m->tensors[spans[i].index].data = data + spans[i].begin;
+    if (parse_metadata(m, meta, err, errlen) || check_tensor_set(m, err, errlen))
         goto done;
     rc = 0;
 done:

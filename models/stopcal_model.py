@@ -5,8 +5,8 @@ configuration. This module is the Python half of the contract whose C half is mo
 generator of random test models, the checkpoint converter and the demo-model trainer all write
 through it, and the test harness reads through it. It checks what the C reader checks, with the
 same keywords in its messages ("truncated", "header length", "JSON", "offsets", "byte length",
-"dtype", "missing tensor", "unexpected tensor", "shape", "stopcal.config", ...), so a file this
-module refuses is one the C reader refuses too.
+"dtype", "missing tensor", "unexpected tensor", "shape", "stopcal.config", ...), and is at least
+as strict: what it writes the C reader loads, and what the C reader refuses it refuses too.
 
 Typical use::
 
@@ -229,6 +229,8 @@ def validate_config(cfg):
     Field paths in messages are dotted (``architecture.embed_dim``, ``input.size``)."""
     if not isinstance(cfg, dict):
         raise ModelFormatError("stopcal.config: not a JSON object")
+    if _has_nul(cfg):
+        raise ModelFormatError("stopcal.config: a string holds a NUL character")
     _no_unknown_keys(cfg, _TOP_KEYS, "")
     fv = _need(cfg, "format_version", "", _is_int, "an integer")
     if fv != FORMAT_VERSION:
@@ -382,7 +384,7 @@ def write_safetensors(path, tensors, metadata=None):
     for name in order:
         dtype, shape, _ = tensors[name]
         dtype = canonical_dtype(dtype)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * DTYPE_SIZES[dtype]
+        nbytes = math.prod(int(s) for s in shape) * DTYPE_SIZES[dtype]
         entries[name] = {"dtype": dtype, "shape": [int(s) for s in shape],
                          "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
@@ -419,9 +421,31 @@ def _reject_duplicates(pairs):
     seen = {}
     for k, v in pairs:
         if k in seen:
-            raise ModelFormatError(f"header JSON: duplicate key {k!r}")
+            raise ValueError(f"duplicate key {k!r}")
         seen[k] = v
     return seen
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not JSON")  # Python's json accepts NaN and Infinity
+
+
+def _has_nul(obj):
+    if isinstance(obj, str):
+        return "\0" in obj
+    if isinstance(obj, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(map(_has_nul, obj))
+    return False
+
+
+def _loads(text):
+    """json.loads as strict as jansson's defaults: no duplicate keys, no NaN/Infinity, no NUL."""
+    obj = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+    if _has_nul(obj):
+        raise ValueError("a string holds a NUL character")
+    return obj
 
 
 def parse_safetensors(buf):
@@ -438,11 +462,8 @@ def parse_safetensors(buf):
         raise ModelFormatError(f"header length {n} is past the end of the {size}-byte file "
                                f"or over {MAX_HEADER_BYTES} bytes")
     try:
-        header = json.loads(bytes(buf[8:8 + n]).decode("utf-8"),
-                            object_pairs_hook=_reject_duplicates)
-    except ModelFormatError:
-        raise
-    except (UnicodeDecodeError, ValueError) as e:
+        header = _loads(bytes(buf[8:8 + n]).decode("utf-8"))
+    except ValueError as e:  # UnicodeDecodeError is one too
         raise ModelFormatError(f"header JSON is invalid: {e}") from None
     if not isinstance(header, dict):
         raise ModelFormatError("header JSON is not an object")
@@ -521,9 +542,7 @@ def config_from_metadata(metadata):
         raise ModelFormatError("no stopcal.config string in __metadata__: not a stopcal model "
                                "file")
     try:
-        cfg = json.loads(metadata["stopcal.config"], object_pairs_hook=_reject_duplicates)
-    except ModelFormatError:
-        raise
+        cfg = _loads(metadata["stopcal.config"])
     except ValueError as e:
         raise ModelFormatError(f"stopcal.config is not valid JSON: {e}") from None
     if not isinstance(cfg, dict):

@@ -2,7 +2,9 @@
  * batches of up to --max-batch; output is one line per image, or with --json one object
  * {"model", "stopcal_version", "results"} on stdout. */
 #include "backend.h"
+#include "image.h"
 #include "model.h"
+#include "preprocess.h"
 #include "result_json.h"
 #include "vit.h"
 
@@ -16,6 +18,7 @@
 struct options {
     const char *model_path;
     const char *device;
+    const char *profile; /* NULL: the model's */
     double threshold; /* < 0: the model's default */
     int json;
     int threads;
@@ -38,12 +41,14 @@ static void die(const char *fmt, ...)
 
 static void usage(FILE *to)
 {
-    fputs("usage: stopcal-infer --model FILE [--threshold T] [--device cpu|auto] [--threads N]\n"
-          "                     [--max-batch N] [--json] IMAGE.fits...\n"
+    fputs("usage: stopcal-infer --model FILE [--profile P] [--threshold T] [--device cpu|auto]\n"
+          "                     [--threads N] [--max-batch N] [--json] IMAGE.fits...\n"
           "       stopcal-infer --model FILE [options] --pixels TENSOR.f32...\n"
           "Scores each image with the stop/continue classifier, without a server.\n"
           "  --pixels      inputs are already-preprocessed raw little-endian float32 tensors of\n"
           "                shape (3,S,S) or (1,S,S) (one channel is replicated), S = model input size\n"
+          "  --profile     preprocessing profile: cortexchange-v2 or cortexchange-v3 (default:\n"
+          "                the model's); FITS inputs only\n"
           "  --threshold   decision threshold on continue_score (default: the model's, 0.5)\n"
           "  --json        one JSON object {\"model\", \"results\": [...]} instead of lines\n",
           to);
@@ -65,7 +70,8 @@ static void parse_options(struct options *o, int argc, char **argv)
         {"model", required_argument, 0, 'm'},     {"threshold", required_argument, 0, 't'},
         {"device", required_argument, 0, 'd'},    {"threads", required_argument, 0, 'j'},
         {"max-batch", required_argument, 0, 'b'}, {"json", no_argument, 0, 'J'},
-        {"pixels", no_argument, 0, 'p'},          {"help", no_argument, 0, 'h'},
+        {"pixels", no_argument, 0, 'p'},          {"profile", required_argument, 0, 'P'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     *o = (struct options){.device = "auto", .threshold = -1, .max_batch = 8};
@@ -79,6 +85,7 @@ static void parse_options(struct options *o, int argc, char **argv)
         case 'b': o->max_batch = (int)parse_number("--max-batch", optarg, 1, 4096); break;
         case 'J': o->json = 1; break;
         case 'p': o->pixels_mode = 1; break;
+        case 'P': o->profile = optarg; break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
         }
@@ -89,38 +96,63 @@ static void parse_options(struct options *o, int argc, char **argv)
     o->n_inputs = argc - optind;
     if (o->n_inputs == 0)
         die("no input images given (see --help)");
+    if (o->profile && strcmp(o->profile, "cortexchange-v2") != 0 &&
+        strcmp(o->profile, "cortexchange-v3") != 0)
+        die("--profile %s: expected cortexchange-v2 or cortexchange-v3", o->profile);
+    if (o->profile && o->pixels_mode)
+        die("--profile applies to FITS inputs; --pixels tensors are already preprocessed");
     if (strcmp(o->device, "auto") != 0 && strcmp(o->device, "cpu") != 0)
         die("--device %s: this build has only the cpu backend", o->device);
 }
 
-/* Read a raw (1|3, S, S) fp32 tensor into dst (3, S, S). */
+/* Read a raw (1|3, S, S) fp32 tensor into dst (3, S, S), refusing any other length. */
 static void read_pixels(const char *path, float *dst, int size)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
         die("%s: %s", path, strerror(errno));
     size_t plane = (size_t)size * size;
-    size_t got = fread(dst, sizeof(float), 3 * plane + 1, f);
+    size_t got = fread(dst, sizeof(float), 3 * plane, f);
+    float extra;
+    int longer = fread(&extra, 1, 1, f) == 1; /* probe without writing past dst */
     int read_error = ferror(f);
     fclose(f);
     if (read_error)
         die("%s: read error", path);
-    if (got == plane) {
+    if (got == plane && !longer) {
         memcpy(dst + plane, dst, plane * sizeof(float));
         memcpy(dst + 2 * plane, dst, plane * sizeof(float));
-    } else if (got != 3 * plane) {
-        die("%s: %zu floats, expected (3,%d,%d) = %zu or (1,%d,%d) = %zu", path, got, size, size,
-            3 * plane, size, size, plane);
+    } else if (got != 3 * plane || longer) {
+        die("%s: %s%zu floats, expected (3,%d,%d) = %zu or (1,%d,%d) = %zu", path,
+            longer ? "more than " : "", got, size, size, 3 * plane, size, size, plane);
     }
+}
+
+/* Decode and preprocess one FITS file into dst (3, S, S); fills rms and the non-finite count. */
+static int read_fits(const char *path, float *dst, const struct model_config *cfg,
+                     struct stopcal_result *r, char *err, size_t errlen)
+{
+    struct image_limits limits = image_limits_default();
+    unsigned char *bytes;
+    size_t len;
+    int rc = image_read_file(path, limits.max_bytes, &bytes, &len, err, errlen);
+    if (rc)
+        return rc;
+    struct preprocess_stats stats;
+    rc = image_to_tensor(dst, bytes, len, &limits, cfg, 0, &stats, err, errlen);
+    free(bytes);
+    if (rc == 0) {
+        r->has_rms = 1;
+        r->rms = stats.rms;
+        r->nonfinite_pixels = (long)stats.nonfinite_pixels;
+    }
+    return rc;
 }
 
 int main(int argc, char **argv)
 {
     struct options o;
     parse_options(&o, argc, argv);
-    if (!o.pixels_mode)
-        die("FITS input is not wired into this build yet; pass --pixels with preprocessed tensors");
-
     char err[512];
     struct model m;
     if (model_open(&m, o.model_path, err, sizeof err))
@@ -132,31 +164,62 @@ int main(int argc, char **argv)
     if (vit_create(&v, &m, &be, err, sizeof err))
         die("loading %s: %s", o.model_path, err);
 
-    const int S = m.config.input_size;
+    struct model_config cfg = m.config;
+    if (o.profile)
+        cfg.profile = strcmp(o.profile, "cortexchange-v3") == 0 ? MODEL_PROFILE_CORTEXCHANGE_V3
+                                                                : MODEL_PROFILE_CORTEXCHANGE_V2;
+    const int S = cfg.input_size;
     const double threshold = o.threshold >= 0 ? o.threshold : m.config.threshold;
     const int batch_cap = o.max_batch < o.n_inputs ? o.max_batch : o.n_inputs;
     float *pixels = malloc((size_t)batch_cap * 3 * S * S * sizeof(float));
     float *logits = malloc((size_t)batch_cap * sizeof(float));
+    struct stopcal_result *batch_results = calloc((size_t)batch_cap, sizeof *batch_results);
     json_t *results = json_array();
-    if (!pixels || !logits || !results)
+    if (!pixels || !logits || !batch_results || !results)
         die("out of memory");
 
     for (int start = 0; start < o.n_inputs; start += batch_cap) {
         int n = o.n_inputs - start < batch_cap ? o.n_inputs - start : batch_cap;
-        for (int i = 0; i < n; i++)
-            read_pixels(o.inputs[start + i], pixels + (size_t)i * 3 * S * S, S);
+        int failed = -1;
+        char image_err[512] = "";
+        memset(batch_results, 0, (size_t)n * sizeof *batch_results);
+        if (o.pixels_mode) {
+            for (int i = 0; i < n; i++)
+                read_pixels(o.inputs[start + i], pixels + (size_t)i * 3 * S * S, S);
+        } else {
+            /* Images are independent: decode and preprocess them side by side. */
+#pragma omp parallel for schedule(dynamic)
+            for (int i = 0; i < n; i++) {
+                char e[512];
+                if (read_fits(o.inputs[start + i], pixels + (size_t)i * 3 * S * S, &cfg,
+                              &batch_results[i], e, sizeof e) != 0) {
+#pragma omp critical
+                    if (failed < 0 || i < failed) {
+                        failed = i;
+                        snprintf(image_err, sizeof image_err, "%s", e);
+                    }
+                }
+            }
+            if (failed >= 0)
+                die("%s: %s", o.inputs[start + failed], image_err);
+        }
         if (vit_forward(v, pixels, n, S, logits, err, sizeof err))
             die("inference failed: %s", err);
         for (int i = 0; i < n; i++) {
             struct stopcal_result r;
             result_from_logit(&r, o.inputs[start + i], logits[i], threshold);
+            r.has_rms = batch_results[i].has_rms;
+            r.rms = batch_results[i].rms;
+            r.nonfinite_pixels = batch_results[i].nonfinite_pixels;
             if (o.json) {
                 if (json_array_append_new(results, result_to_json(&r)))
                     die("out of memory");
             } else {
-                printf("%s\tcontinue_score=%.6f\tstop_probability=%.6f\tdecision=%s\tlogit=%.6f\n",
-                       r.name, r.continue_score, r.stop_probability, r.stop ? "stop" : "continue",
-                       r.logit);
+                printf("%s\tcontinue_score=%.6f\tstop_probability=%.6f\tdecision=%s\tlogit=%.6f", r.name,
+                       r.continue_score, r.stop_probability, r.stop ? "stop" : "continue", r.logit);
+                if (r.has_rms)
+                    printf("\trms=%.6g\tnonfinite_pixels=%ld", r.rms, r.nonfinite_pixels);
+                putchar('\n');
             }
         }
     }
@@ -172,6 +235,7 @@ int main(int argc, char **argv)
     }
     free(pixels);
     free(logits);
+    free(batch_results);
     vit_destroy(v);
     backend_destroy(&be);
     model_close(&m);
