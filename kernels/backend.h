@@ -64,6 +64,16 @@ struct backend_ops {
      * use the count to prove the forward pass allocates nothing after warm-up). */
     size_t (*bytes_in_use)(struct backend *be);
     size_t (*alloc_count)(struct backend *be);
+
+    /* Optional, NULL where the backend has no graphs (CPU): record a stretch of ops once per
+     * (owner, key) and replay it. graph_begin returns 1 when it launched the recorded stretch (the
+     * caller skips the ops), 0 when the caller should issue the ops up to graph_end (they may be
+     * recorded, not run, until then), or a negative BACKEND_E* code. graph_end(status) closes the
+     * stretch: status ≠ 0 discards the recording, 0 launches it; returns 0 or BACKEND_E*.
+     * graph_forget drops owner's recordings (its buffers moved or are gone). */
+    int (*graph_begin)(struct backend *be, const void *owner, int key);
+    int (*graph_end)(struct backend *be, const void *owner, int key, int status);
+    void (*graph_forget)(struct backend *be, const void *owner);
 };
 
 struct backend {

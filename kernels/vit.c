@@ -149,6 +149,8 @@ int vit_create(struct vit **out, const struct model *m, struct backend *be, char
 
 static void release_activations(struct vit *v)
 {
+    if (v->be->ops->graph_forget) /* recorded passes point at these buffers */
+        v->be->ops->graph_forget(v->be, v);
     void **bufs[] = {&v->pixels, &v->x, &v->h, &v->attn, &v->wide, &v->gated, &v->cls_norm,
                      &v->head_hidden, &v->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) {
@@ -202,6 +204,8 @@ static int ensure_pos(struct vit *v, int grid, char *err, size_t errlen)
         free(host);
         return fail(err, errlen, BACKEND_ENOMEM, "out of memory resizing the positional embedding");
     }
+    if (v->be->ops->graph_forget)
+        v->be->ops->graph_forget(v->be, v);
     v->be->ops->release(v->be, v->pos);
     v->pos = v->be->ops->upload_weight(v->be, host, n, WEIGHT_VECTOR);
     free(host);
@@ -255,30 +259,22 @@ int vit_reserve(struct vit *v, int max_batch, int image_size, char *err, size_t 
     return 0;
 }
 
-int vit_forward(struct vit *v, const float *pixels, int batch, int image_size, float *logits,
-                char *err, size_t errlen)
+/* Everything between the pixel upload and the logit download: the part a backend with graphs
+ * records once per batch size and replays. Returns 0 or a BACKEND_E* code (message in be->error). */
+static int forward_pass(struct vit *v, int batch, int image_size)
 {
     const struct model_config *c = &v->cfg;
     struct backend *be = v->be;
     const struct backend_ops *ops = be->ops;
-    if (batch < 1)
-        return fail(err, errlen, BACKEND_EINVAL, "batch must be at least 1");
-    if (batch > v->max_batch || image_size != v->image_size) {
-        int want = batch > v->max_batch ? batch : v->max_batch;
-        int rc = vit_reserve(v, want, image_size, err, errlen);
-        if (rc)
-            return rc;
-    }
     const int D = c->embed_dim, F = c->ffn_hidden_dim, T = vit_tokens(v, image_size);
     const int rows = batch * T;
     const float eps = c->layernorm_eps;
     int rc;
-#define TRY(call)                                                             \
-    do {                                                                      \
-        if ((rc = (call)) != 0)                                               \
-            return fail(err, errlen, rc, "%s: %s", ops->name, be->error);     \
+#define TRY(call)                   \
+    do {                            \
+        if ((rc = (call)) != 0)     \
+            return rc;              \
     } while (0)
-    TRY(ops->upload(be, v->pixels, pixels, (size_t)batch * 3 * image_size * image_size));
     TRY(ops->patch_embed(be, v->x, v->pixels, v->patch_w, v->patch_b, v->cls, v->registers, v->pos,
                          batch, image_size, c->patch_size, D, c->num_registers));
     for (int i = 0; i < c->depth; i++) {
@@ -305,6 +301,43 @@ int vit_forward(struct vit *v, const float *pixels, int batch, int image_size, f
                     D, EPILOGUE_RELU));
     TRY(ops->linear(be, v->logits, v->head_hidden, v->head2_w, v->head2_b, batch, 1,
                     c->head_hidden_dim, EPILOGUE_NONE));
+#undef TRY
+    return 0;
+}
+
+int vit_forward(struct vit *v, const float *pixels, int batch, int image_size, float *logits,
+                char *err, size_t errlen)
+{
+    struct backend *be = v->be;
+    const struct backend_ops *ops = be->ops;
+    if (batch < 1)
+        return fail(err, errlen, BACKEND_EINVAL, "batch must be at least 1");
+    if (batch > v->max_batch || image_size != v->image_size) {
+        int want = batch > v->max_batch ? batch : v->max_batch;
+        int rc = vit_reserve(v, want, image_size, err, errlen);
+        if (rc)
+            return rc;
+    }
+    int rc;
+#define TRY(call)                                                             \
+    do {                                                                      \
+        if ((rc = (call)) != 0)                                               \
+            return fail(err, errlen, rc, "%s: %s", ops->name, be->error);     \
+    } while (0)
+    TRY(ops->upload(be, v->pixels, pixels, (size_t)batch * 3 * image_size * image_size));
+    /* A backend with graphs records the pass the first time at this batch size, then replays it. */
+    int replayed = ops->graph_begin ? ops->graph_begin(be, v, batch) : 0;
+    if (replayed < 0)
+        return fail(err, errlen, replayed, "%s: %s", ops->name, be->error);
+    if (!replayed) {
+        rc = forward_pass(v, batch, image_size);
+        if (ops->graph_end) {
+            int end_rc = ops->graph_end(be, v, batch, rc);
+            rc = rc ? rc : end_rc;
+        }
+        if (rc)
+            return fail(err, errlen, rc, "%s: %s", ops->name, be->error);
+    }
     TRY(ops->download(be, logits, v->logits, (size_t)batch));
     TRY(ops->synchronize(be));
 #undef TRY

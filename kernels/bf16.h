@@ -1,0 +1,30 @@
+/* bfloat16 as raw 16-bit patterns on the host: round-to-nearest-even from fp32 (what the GPU's
+ * cvt.rn.bf16.f32 does) and exact widening. Shared by the CUDA backend, its emulation and tests. */
+#ifndef STOPCAL_BF16_H
+#define STOPCAL_BF16_H
+
+#include <stdint.h>
+#include <string.h>
+
+static inline uint16_t bf16_from_float(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: keep it a (quiet) NaN */
+        return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float bf16_to_float(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* f rounded to the nearest bf16 value, as fp32. */
+static inline float bf16_round(float f) { return bf16_to_float(bf16_from_float(f)); }
+
+#endif
