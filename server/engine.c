@@ -1,0 +1,477 @@
+/* The batcher and its inference thread. Queues are per-model rings of item pointers under one
+ * mutex; the thread serves the model whose oldest image has waited longest. Everything the forward
+ * pass needs (batch buffer, logits, the backends' activation memory) is allocated before the canary,
+ * so a steady-state batch allocates nothing. */
+#include "engine.h"
+
+#include "backend.h"
+#include "log.h"
+#include "metrics.h"
+#include "threads.h"
+#include "vit.h"
+
+/* server/ never includes CUDA headers; backend_cuda.h is the engine's plain C declaration of the
+ * CUDA backend, present only in builds that compile it. */
+#ifdef STOPCAL_HAVE_CUDA
+#if defined(__has_include)
+#if __has_include("backend_cuda.h")
+#include "backend_cuda.h"
+#define ENGINE_HAVE_CUDA 1
+#endif
+#endif
+#endif
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define ENGINE_MAX_MODELS METRICS_MAX_MODELS
+
+struct engine_slot {
+    struct engine_model_info info;
+    struct backend be;
+    int have_backend;
+    struct vit *vit;
+    struct engine_item **ring; /* capacity max_queue */
+    int head, count;
+    int incoming;              /* requests announced but not queued yet */
+    atomic_size_t device_bytes;
+};
+
+struct engine {
+    struct engine_options opt;
+    char device[64];
+    struct engine_slot slots[ENGINE_MAX_MODELS];
+    int n_models;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    int queued_total;
+    int stopping;
+    int started;
+    pthread_t thread;
+    atomic_int ready, live;
+    float *batch_pixels; /* (max_batch, 3, Smax, Smax) */
+    float *logits;       /* (max_batch) */
+};
+
+static double now_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static struct timespec to_timespec(double t)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)t;
+    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+int engine_create(struct engine **out, const struct engine_options *o, char *err, size_t errlen)
+{
+    struct engine *e = calloc(1, sizeof *e);
+    if (!e) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    e->opt = *o;
+    snprintf(e->device, sizeof e->device, "%s", o->device ? o->device : "auto");
+    e->opt.device = e->device;
+    pthread_mutex_init(&e->lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&e->wake, &attr);
+    pthread_condattr_destroy(&attr);
+    atomic_store(&e->live, 1);
+    *out = e;
+    return 0;
+}
+
+/* auto: CUDA when built in and a device answers, else the CPU with one log line. */
+static int create_backend(struct engine *e, struct backend *be, const char **kind, char *err, size_t errlen)
+{
+    const char *dev = e->device;
+    if (strncmp(dev, "cuda", 4) == 0 || strcmp(dev, "auto") == 0) {
+        int index = 0;
+        if (dev[4] == ':')
+            index = atoi(dev + 5);
+#ifdef ENGINE_HAVE_CUDA
+        char cerr[256];
+        if (backend_cuda_create(be, index, cerr, sizeof cerr) == 0) {
+            *kind = "cuda";
+            return 0;
+        }
+        if (strcmp(dev, "auto") != 0) {
+            snprintf(err, errlen, "--device %s: %s", dev, cerr);
+            return -1;
+        }
+        log_msg("info", "device auto: CUDA unavailable (%s); using the CPU", cerr);
+#else
+        (void)index;
+        if (strcmp(dev, "auto") != 0) {
+            snprintf(err, errlen, "--device %s: this build has no CUDA backend", dev);
+            return -1;
+        }
+        static atomic_int said;
+        if (!atomic_exchange(&said, 1))
+            log_msg("info", "device auto: this build has no CUDA backend; using the CPU");
+#endif
+    }
+    *kind = "cpu";
+    return backend_cpu_create(be, e->opt.threads, err, errlen);
+}
+
+int engine_load_model(struct engine *e, const char *name, const char *path, char *err, size_t errlen)
+{
+    if (e->n_models >= ENGINE_MAX_MODELS) {
+        snprintf(err, errlen, "at most %d models", ENGINE_MAX_MODELS);
+        return -1;
+    }
+    struct engine_slot *s = &e->slots[e->n_models];
+    memset(s, 0, sizeof *s);
+    struct model m;
+    char why[512];
+    if (model_open(&m, path, why, sizeof why)) {
+        snprintf(err, errlen, "%s: %s", path, why);
+        return -1;
+    }
+    snprintf(s->info.name, sizeof s->info.name, "%s", name && *name ? name : m.config.name);
+    if (!s->info.name[0])
+        snprintf(s->info.name, sizeof s->info.name, "model%d", e->n_models);
+    if (engine_find_model(e, s->info.name) >= 0) {
+        snprintf(err, errlen, "%s: a model named '%s' is already loaded (use --model NAME=FILE)", path,
+                 s->info.name);
+        model_close(&m);
+        return -1;
+    }
+    snprintf(s->info.sha256, sizeof s->info.sha256, "%s", m.sha256);
+    snprintf(s->info.path, sizeof s->info.path, "%s", path);
+    s->info.config = m.config;
+    s->info.config_json = strdup(m.config_json ? m.config_json : "{}");
+    s->ring = calloc((size_t)e->opt.max_queue, sizeof *s->ring);
+    if (!s->info.config_json || !s->ring) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (create_backend(e, &s->be, &s->info.backend, why, sizeof why)) {
+        snprintf(err, errlen, "%s", why);
+        goto fail;
+    }
+    s->have_backend = 1;
+    if (vit_create(&s->vit, &m, &s->be, why, sizeof why)) {
+        snprintf(err, errlen, "loading %s: %s", path, why);
+        goto fail;
+    }
+    model_close(&m); /* the weights now live in the backend */
+    return e->n_models++;
+fail:
+    if (s->have_backend)
+        backend_destroy(&s->be);
+    free(s->ring);
+    free(s->info.config_json);
+    memset(s, 0, sizeof *s);
+    model_close(&m);
+    return -1;
+}
+
+int engine_model_count(const struct engine *e) { return e->n_models; }
+
+const struct engine_model_info *engine_model(const struct engine *e, int index)
+{
+    return index >= 0 && index < e->n_models ? &e->slots[index].info : NULL;
+}
+
+int engine_find_model(const struct engine *e, const char *name)
+{
+    for (int i = 0; i < e->n_models; i++)
+        if (strcmp(e->slots[i].info.name, name) == 0)
+            return i;
+    return -1;
+}
+
+static int status_from_backend(struct engine *e, int rc, const char *what, const char *err)
+{
+    if (rc == BACKEND_ENOMEM) {
+        log_msg("warn", "%s: out of memory for this batch: %s", what, err);
+        return ENGINE_ENOMEM;
+    }
+    if (rc == BACKEND_EDEVICE) {
+        if (atomic_exchange(&e->live, 0))
+            log_msg("error", "%s: sticky device error, the service is no longer live: %s", what, err);
+        atomic_store(&e->ready, 0);
+        return ENGINE_EDEVICE;
+    }
+    log_msg("error", "%s: forward pass failed: %s", what, err);
+    return ENGINE_EFAILED;
+}
+
+/* Reserve every model's buffers at max_batch and run one image of zeros through it. */
+static int run_canaries(struct engine *e)
+{
+    char err[512];
+    for (int i = 0; i < e->n_models; i++) {
+        struct engine_slot *s = &e->slots[i];
+        const int S = s->info.config.input_size;
+        int rc = vit_reserve(s->vit, e->opt.max_batch, S, err, sizeof err);
+        if (rc == 0) {
+            memset(e->batch_pixels, 0, (size_t)3 * S * S * sizeof(float));
+            rc = vit_forward(s->vit, e->batch_pixels, 1, S, e->logits, err, sizeof err);
+        }
+        atomic_store(&s->device_bytes, s->be.ops->bytes_in_use(&s->be));
+        if (rc) {
+            status_from_backend(e, rc, s->info.name, err);
+            log_msg("error", "model %s: canary inference failed; the service stays not-ready", s->info.name);
+            return -1;
+        }
+        json_t *f = json_pack("{s:s, s:s, s:f}", "model", s->info.name, "backend", s->info.backend, "logit",
+                              (double)e->logits[0]);
+        log_event("info", "canary inference passed", f);
+    }
+    return 0;
+}
+
+/* The model whose oldest queued image has waited longest, or −1. Called with the lock held. */
+static int pick_model(struct engine *e)
+{
+    int best = -1;
+    double oldest = 0;
+    for (int i = 0; i < e->n_models; i++) {
+        struct engine_slot *s = &e->slots[i];
+        if (!s->count)
+            continue;
+        double t = s->ring[s->head]->t_enqueued;
+        if (best < 0 || t < oldest) {
+            best = i;
+            oldest = t;
+        }
+    }
+    return best;
+}
+
+static void run_batch(struct engine *e, int model, struct engine_item **items, int n)
+{
+    struct engine_slot *s = &e->slots[model];
+    const int S = s->info.config.input_size;
+    const size_t plane = (size_t)3 * S * S;
+    if (e->opt.debug_delay_ms > 0) {
+        struct timespec ts = {e->opt.debug_delay_ms / 1000, (long)(e->opt.debug_delay_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    /* Deadlines are checked before inference: an expired image does not take a batch slot. */
+    double now = now_mono();
+    struct engine_item *run[n > 0 ? n : 1];
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        items[i]->t_started = now;
+        if (items[i]->deadline > 0 && now > items[i]->deadline) {
+            items[i]->status = ENGINE_EDEADLINE;
+            items[i]->t_finished = now;
+            continue;
+        }
+        memcpy(e->batch_pixels + (size_t)k * plane, items[i]->pixels, plane * sizeof(float));
+        run[k++] = items[i];
+    }
+    if (k > 0) {
+        int status = ENGINE_EDEVICE;
+        if (atomic_load(&e->live)) {
+            char err[512] = "";
+            double t0 = now_mono();
+            int rc = vit_forward(s->vit, e->batch_pixels, k, S, e->logits, err, sizeof err);
+            double t1 = now_mono();
+            status = rc ? status_from_backend(e, rc, s->info.name, err) : ENGINE_OK;
+            metrics_batch(model, k);
+            for (int i = 0; i < k; i++) {
+                run[i]->t_started = t0;
+                run[i]->t_finished = t1;
+                metrics_stage(model, STAGE_QUEUE, t0 - run[i]->t_enqueued);
+                metrics_stage(model, STAGE_INFERENCE, t1 - t0);
+            }
+            atomic_store(&s->device_bytes, s->be.ops->bytes_in_use(&s->be));
+        }
+        for (int i = 0; i < k; i++) {
+            run[i]->status = status;
+            run[i]->batch_size = k;
+            run[i]->logit = status == ENGINE_OK ? e->logits[i] : 0;
+        }
+    }
+    for (int i = 0; i < n; i++)
+        items[i]->done(items[i]);
+}
+
+static void *engine_main(void *arg)
+{
+    struct engine *e = arg;
+    /* OpenMP's thread count is per calling thread: set it on the thread that runs the passes. */
+    threads_set_compute_threads(e->opt.threads);
+    if (run_canaries(e) == 0)
+        atomic_store(&e->ready, atomic_load(&e->live));
+    const double max_delay = e->opt.max_delay_ms * 1e-3;
+    struct engine_item **batch = calloc((size_t)e->opt.max_batch, sizeof *batch);
+    pthread_mutex_lock(&e->lock);
+    while (!e->stopping && batch) {
+        int m = pick_model(e);
+        if (m < 0) {
+            pthread_cond_wait(&e->wake, &e->lock);
+            continue;
+        }
+        struct engine_slot *s = &e->slots[m];
+        if (s->count < e->opt.max_batch && s->incoming > 0) {
+            double until = s->ring[s->head]->t_enqueued + max_delay;
+            if (now_mono() < until) {
+                struct timespec ts = to_timespec(until);
+                pthread_cond_timedwait(&e->wake, &e->lock, &ts);
+                continue;
+            }
+        }
+        int n = s->count < e->opt.max_batch ? s->count : e->opt.max_batch;
+        for (int i = 0; i < n; i++) {
+            batch[i] = s->ring[s->head];
+            s->head = (s->head + 1) % e->opt.max_queue;
+        }
+        s->count -= n;
+        e->queued_total -= n;
+        pthread_mutex_unlock(&e->lock);
+        run_batch(e, m, batch, n);
+        pthread_mutex_lock(&e->lock);
+    }
+    pthread_mutex_unlock(&e->lock);
+    free(batch);
+    return NULL;
+}
+
+int engine_start(struct engine *e, char *err, size_t errlen)
+{
+    int smax = 0;
+    for (int i = 0; i < e->n_models; i++)
+        if (e->slots[i].info.config.input_size > smax)
+            smax = e->slots[i].info.config.input_size;
+    e->batch_pixels = malloc((size_t)e->opt.max_batch * 3 * smax * smax * sizeof(float));
+    e->logits = malloc((size_t)e->opt.max_batch * sizeof(float));
+    if (!e->batch_pixels || !e->logits) {
+        snprintf(err, errlen, "out of memory for a batch of %d images of %d²", e->opt.max_batch, smax);
+        return -1;
+    }
+    if (pthread_create(&e->thread, NULL, engine_main, e)) {
+        snprintf(err, errlen, "cannot start the inference thread");
+        return -1;
+    }
+    e->started = 1;
+    return 0;
+}
+
+int engine_ready(struct engine *e) { return atomic_load(&e->ready); }
+int engine_live(struct engine *e) { return atomic_load(&e->live); }
+
+int engine_submit(struct engine *e, int model, struct engine_item **items, int n, int withdraw_incoming)
+{
+    struct engine_slot *s = &e->slots[model];
+    pthread_mutex_lock(&e->lock);
+    if (withdraw_incoming)
+        s->incoming--;
+    int rc = ENGINE_OK;
+    if (!atomic_load(&e->live))
+        rc = ENGINE_EDEVICE;
+    else if (e->stopping || !e->started)
+        rc = ENGINE_ESHUTDOWN;
+    else if (e->queued_total + n > e->opt.max_queue)
+        rc = ENGINE_EQUEUEFULL;
+    if (rc == ENGINE_OK) {
+        double now = now_mono();
+        for (int i = 0; i < n; i++) {
+            items[i]->t_enqueued = now;
+            items[i]->status = ENGINE_OK;
+            s->ring[(s->head + s->count) % e->opt.max_queue] = items[i];
+            s->count++;
+        }
+        e->queued_total += n;
+    }
+    if (rc == ENGINE_OK || withdraw_incoming)
+        pthread_cond_signal(&e->wake);
+    pthread_mutex_unlock(&e->lock);
+    return rc;
+}
+
+void engine_incoming(struct engine *e, int model, int delta)
+{
+    if (model < 0 || model >= e->n_models)
+        return;
+    pthread_mutex_lock(&e->lock);
+    e->slots[model].incoming += delta;
+    if (delta < 0)
+        pthread_cond_signal(&e->wake); /* a waiting partial batch may go now */
+    pthread_mutex_unlock(&e->lock);
+}
+
+int engine_queue_depth(struct engine *e, int model)
+{
+    pthread_mutex_lock(&e->lock);
+    int n = model < 0 ? e->queued_total : e->slots[model].count;
+    pthread_mutex_unlock(&e->lock);
+    return n;
+}
+
+int engine_queue_free(struct engine *e)
+{
+    pthread_mutex_lock(&e->lock);
+    int n = e->opt.max_queue - e->queued_total;
+    pthread_mutex_unlock(&e->lock);
+    return n;
+}
+
+size_t engine_device_bytes(struct engine *e, int model) { return atomic_load(&e->slots[model].device_bytes); }
+
+void engine_stop(struct engine *e)
+{
+    pthread_mutex_lock(&e->lock);
+    e->stopping = 1;
+    pthread_cond_broadcast(&e->wake);
+    pthread_mutex_unlock(&e->lock);
+    if (e->started)
+        pthread_join(e->thread, NULL);
+    e->started = 0;
+    atomic_store(&e->ready, 0);
+    /* The thread is gone: fail what is still queued, from this thread. */
+    for (int m = 0; m < e->n_models; m++) {
+        struct engine_slot *s = &e->slots[m];
+        while (s->count > 0) {
+            struct engine_item *it = s->ring[s->head];
+            s->head = (s->head + 1) % e->opt.max_queue;
+            s->count--;
+            e->queued_total--;
+            it->status = ENGINE_ESHUTDOWN;
+            it->done(it);
+        }
+    }
+}
+
+void engine_destroy(struct engine *e)
+{
+    if (!e)
+        return;
+    if (e->started)
+        engine_stop(e);
+    for (int i = 0; i < e->n_models; i++) {
+        struct engine_slot *s = &e->slots[i];
+        vit_destroy(s->vit);
+        if (s->have_backend)
+            backend_destroy(&s->be);
+        free(s->ring);
+        free(s->info.config_json);
+    }
+    pthread_mutex_destroy(&e->lock);
+    pthread_cond_destroy(&e->wake);
+    free(e->batch_pixels);
+    free(e->logits);
+    free(e);
+}

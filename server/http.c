@@ -1,0 +1,629 @@
+/* The libmicrohttpd side of stopcald. Per-request state lives in *req_cls: created on the first
+ * handler call (headers only: route, auth and every limit that the headers already decide, so an
+ * oversized or unauthorised body is never read), filled chunk by chunk, handed to a worker with
+ * the connection suspended, answered when the worker or the inference thread resumes it, and freed
+ * in the completion callback whatever happened. */
+#include "server.h"
+
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DISCARD_CAP_BYTES (8LL << 20) /* after a limit is hit, read at most this much more to answer it */
+
+double server_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int server_reserve(struct request *rq, long long bytes)
+{
+    struct server *s = rq->srv;
+    long long budget = s->cfg->memory_budget_bytes;
+    long long cur = atomic_load(&s->memory_in_use);
+    do {
+        if (cur + bytes > budget)
+            return -1;
+    } while (!atomic_compare_exchange_weak(&s->memory_in_use, &cur, cur + bytes));
+    rq->reserved += bytes;
+    return 0;
+}
+
+static void release_reservation(struct request *rq)
+{
+    atomic_fetch_sub(&rq->srv->memory_in_use, rq->reserved);
+    rq->reserved = 0;
+}
+
+json_t *error_json(const char *request_id, const char *msg)
+{
+    return json_pack("{s:s, s:s}", "error", msg, "request_id", request_id);
+}
+
+static char *dump_json(json_t *doc, size_t *len)
+{
+    char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+    json_decref(doc);
+    *len = text ? strlen(text) : 0;
+    return text;
+}
+
+static void withdraw_incoming(struct request *rq)
+{
+    if (rq->incoming_counted) {
+        rq->incoming_counted = 0;
+        engine_incoming(rq->srv->engine, rq->model, -1);
+    }
+}
+
+void request_finish(struct request *rq, int status, char *body, size_t len, const char *type, long long header_len)
+{
+    withdraw_incoming(rq);
+    if (!body) { /* out of memory while building the answer */
+        status = 500;
+        body = strdup("{\"error\":\"out of memory while building the response\"}");
+        len = body ? strlen(body) : 0;
+        type = "application/json";
+        header_len = -1;
+    }
+    rq->out_status = status;
+    rq->out_body = body;
+    rq->out_len = len;
+    rq->out_type = type;
+    rq->out_header_len = header_len;
+    MHD_resume_connection(rq->conn);
+}
+
+void request_fail(struct request *rq, int status, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    size_t len;
+    char *body = dump_json(error_json(rq->request_id, msg), &len);
+    request_finish(rq, status, body, len, "application/json", -1);
+}
+
+/* Queue an answer on the HTTP thread. Takes body. */
+static enum MHD_Result queue_answer(struct request *rq, int status, char *body, size_t len, const char *type,
+                                    long long header_len)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, body ? body : (char *)"",
+                                                             body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (!r) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    MHD_add_response_header(r, "X-Request-Id", rq->request_id);
+    if (header_len >= 0) {
+        char n[32];
+        snprintf(n, sizeof n, "%lld", header_len);
+        MHD_add_response_header(r, "Inference-Header-Content-Length", n);
+    }
+    if (status == 503)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (status == 401)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"stopcal\"");
+    if (status == 405)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW,
+                                rq->ep == EP_PREDICT || rq->ep == EP_MODEL_INFER ? "POST" : "GET, HEAD");
+    if (atomic_load(&rq->srv->draining))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ok = MHD_queue_response(rq->conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    rq->state = RQ_ANSWERED;
+    rq->answered_status = status;
+    rq->bytes_out = len;
+    return ok;
+}
+
+static enum MHD_Result answer_json(struct request *rq, int status, json_t *doc)
+{
+    size_t len;
+    char *body = dump_json(doc, &len);
+    if (!body)
+        return MHD_NO;
+    return queue_answer(rq, status, body, len, "application/json", -1);
+}
+
+static enum MHD_Result answer_error(struct request *rq, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static enum MHD_Result answer_error(struct request *rq, int status, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return answer_json(rq, status, error_json(rq->request_id, msg));
+}
+
+/* ---- routing ---------------------------------------------------------------------------------- */
+
+/* Sets rq->ep and, for /v2/models/{m}/..., copies {m} into model. Returns 1 for a known route. */
+static int route(struct request *rq, const char *url, char *model, size_t model_len)
+{
+    static const struct {
+        const char *path;
+        enum metrics_endpoint ep;
+    } fixed[] = {
+        {"/v1/predict", EP_PREDICT},         {"/v1/models", EP_MODELS},          {"/v1/openapi.json", EP_OPENAPI},
+        {"/v2/health/live", EP_HEALTH_LIVE}, {"/v2/health/ready", EP_HEALTH_READY}, {"/v2", EP_SERVER_METADATA},
+        {"/v2/", EP_SERVER_METADATA},        {"/metrics", EP_METRICS},
+    };
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        if (strcmp(url, fixed[i].path) == 0) {
+            rq->ep = fixed[i].ep;
+            return 1;
+        }
+    const char *prefix = "/v2/models/";
+    if (strncmp(url, prefix, strlen(prefix)) == 0) {
+        const char *name = url + strlen(prefix);
+        const char *slash = strchr(name, '/');
+        size_t n = slash ? (size_t)(slash - name) : strlen(name);
+        if (n == 0 || n >= model_len)
+            return 0;
+        memcpy(model, name, n);
+        model[n] = 0;
+        const char *rest = slash ? slash : "";
+        /* /v2/models/{m}/versions/{v}/…: one version per model, any {v} names it. */
+        if (strncmp(rest, "/versions/", 10) == 0) {
+            const char *after = strchr(rest + 10, '/');
+            rest = after ? after : "";
+        }
+        if (!*rest)
+            rq->ep = EP_MODEL_METADATA;
+        else if (strcmp(rest, "/ready") == 0)
+            rq->ep = EP_MODEL_READY;
+        else if (strcmp(rest, "/infer") == 0)
+            rq->ep = EP_MODEL_INFER;
+        else
+            return 0;
+        return 1;
+    }
+    return 0;
+}
+
+static int is_post_route(enum metrics_endpoint ep) { return ep == EP_PREDICT || ep == EP_MODEL_INFER; }
+
+/* A client's X-Request-Id is echoed when it is short and printable, else one of ours is made. */
+static void set_request_id(struct request *rq, const char *given)
+{
+    if (given) {
+        size_t n = strlen(given);
+        int ok = n > 0 && n < sizeof rq->request_id;
+        for (size_t i = 0; ok && i < n; i++)
+            ok = isalnum((unsigned char)given[i]) || strchr("-_.:/+=", given[i]);
+        if (ok) {
+            snprintf(rq->request_id, sizeof rq->request_id, "%s", given);
+            return;
+        }
+    }
+    unsigned long long n = atomic_fetch_add(&rq->srv->request_counter, 1) + 1;
+    unsigned long long x = (n * 0x9E3779B97F4A7C15ULL) ^ rq->srv->id_salt;
+    x ^= x >> 31;
+    snprintf(rq->request_id, sizeof rq->request_id, "%016llx", x);
+}
+
+/* Constant-time comparison: the time taken depends on the lengths only, never on where they differ. */
+static int token_matches(const char *given, size_t given_len, const char *want, size_t want_len)
+{
+    volatile unsigned char diff = (unsigned char)(given_len != want_len);
+    for (size_t i = 0; i < want_len; i++) {
+        unsigned char g = i < given_len ? (unsigned char)given[i] : 0;
+        diff |= (unsigned char)(g ^ (unsigned char)want[i]);
+    }
+    return diff == 0;
+}
+
+static int authorised(struct server *s, struct MHD_Connection *c)
+{
+    if (!s->api_key)
+        return 1;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return 0;
+    const char *tok = h + 7;
+    while (*tok == ' ')
+        tok++;
+    return token_matches(tok, strlen(tok), s->api_key, s->api_key_len);
+}
+
+static int parse_ll(const char *text, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (errno || end == text || *end || v < 0)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int media_type_is(const char *ct, const char *type)
+{
+    size_t n = strlen(type);
+    return strncasecmp(ct, type, n) == 0 && (ct[n] == 0 || ct[n] == ';' || ct[n] == ' ');
+}
+
+/* ---- the first call: headers only -------------------------------------------------------------- */
+
+static enum MHD_Result answer_get(struct server *s, struct request *rq)
+{
+    json_t *doc = NULL;
+    int status;
+    switch (rq->ep) {
+    case EP_MODELS: status = api_models(s, rq, &doc); break;
+    case EP_SERVER_METADATA: status = api_server_metadata(s, rq, &doc); break;
+    case EP_MODEL_METADATA: status = api_model_metadata(s, rq, &doc); break;
+    case EP_MODEL_READY: status = api_model_ready(s, rq, &doc); break;
+    case EP_HEALTH_LIVE: status = api_health(s, rq, 0, &doc); break;
+    case EP_HEALTH_READY: status = api_health(s, rq, 1, &doc); break;
+    case EP_OPENAPI: {
+        char *text = strdup(api_openapi_json());
+        return text ? queue_answer(rq, 200, text, strlen(text), "application/json", -1) : MHD_NO;
+    }
+    case EP_METRICS: {
+        size_t len;
+        char *text = api_metrics_text(s, &len);
+        return text ? queue_answer(rq, 200, text, len, "text/plain; version=0.0.4; charset=utf-8", -1) : MHD_NO;
+    }
+    default: return answer_error(rq, 404, "no such endpoint");
+    }
+    return answer_json(rq, status, doc);
+}
+
+static enum MHD_Result on_headers(struct server *s, struct request *rq, struct MHD_Connection *c, const char *url,
+                                  const char *method)
+{
+    const struct server_config *cfg = s->cfg;
+    char model[128] = "";
+    set_request_id(rq, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id"));
+    int known = route(rq, url, model, sizeof model);
+    if (atomic_load(&s->draining))
+        return answer_error(rq, 503, "the service is shutting down");
+    if (!known) {
+        rq->ep = EP_UNKNOWN;
+        return answer_error(rq, 404, "no such endpoint: %s", url);
+    }
+    int is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    int is_post = strcmp(method, "POST") == 0;
+    if (is_post_route(rq->ep) ? !is_post : !is_get)
+        return answer_error(rq, 405, "%s does not accept %s", metrics_endpoint_label(rq->ep), method);
+    if (rq->ep != EP_HEALTH_LIVE && rq->ep != EP_HEALTH_READY && !authorised(s, c))
+        return answer_error(rq, 401, "missing or wrong bearer token (Authorization: Bearer <token>)");
+
+    rq->model = s->default_model;
+    const char *qmodel = rq->ep == EP_PREDICT ? MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "model") : NULL;
+    const char *want = model[0] ? model : qmodel;
+    if (want) {
+        rq->model = engine_find_model(s->engine, want);
+        if (rq->model < 0)
+            return answer_error(rq, 404, "model '%s' is not loaded (GET /v1/models lists them)", want);
+    }
+    if (is_get)
+        return answer_get(s, rq);
+
+    /* POST /v1/predict and /v2/models/{m}/infer: decide every limit the headers already tell. */
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    rq->content_length = -1;
+    if (cl && parse_ll(cl, &rq->content_length))
+        return answer_error(rq, 400, "Content-Length '%s' is not a byte count", cl);
+    if (rq->content_length > cfg->max_body_bytes)
+        return answer_error(rq, 413, "body of %lld bytes exceeds the limit of %lld bytes (--max-body-bytes)",
+                            rq->content_length, cfg->max_body_bytes);
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    snprintf(rq->content_type, sizeof rq->content_type, "%s", ct ? ct : "");
+    const char *enc = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
+    if (enc && strcasecmp(enc, "identity") && strcasecmp(enc, "gzip"))
+        return answer_error(rq, 415, "Content-Encoding '%s' is not supported (gzip or identity)", enc);
+    if (rq->ep == EP_PREDICT) {
+        static const char *const fits_types[] = {"application/fits", "image/fits", "application/octet-stream",
+                                                 "application/gzip", "application/x-gzip"};
+        int ok = media_type_is(rq->content_type, "multipart/form-data");
+        for (size_t i = 0; !ok && i < sizeof fits_types / sizeof fits_types[0]; i++)
+            ok = media_type_is(rq->content_type, fits_types[i]);
+        if (!ok)
+            return answer_error(rq, 415,
+                                "Content-Type '%s' is not accepted: send application/fits (one raw FITS file) "
+                                "or multipart/form-data (files)",
+                                rq->content_type);
+        const char *name = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "name");
+        snprintf(rq->name, sizeof rq->name, "%s", name && *name ? name : "body");
+    } else {
+        static const char *const v2_types[] = {"application/json", "application/octet-stream",
+                                               "application/vnd.sagemaker-triton.binary+json"};
+        int ok = !rq->content_type[0];
+        for (size_t i = 0; !ok && i < sizeof v2_types / sizeof v2_types[0]; i++)
+            ok = media_type_is(rq->content_type, v2_types[i]);
+        if (!ok)
+            return answer_error(rq, 415, "Content-Type '%s' is not accepted: send application/json, or "
+                                         "application/octet-stream with Inference-Header-Content-Length",
+                                rq->content_type);
+    }
+    rq->threshold = -1;
+    const char *th = rq->ep == EP_PREDICT ? MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "threshold") : NULL;
+    if (th) {
+        char *end;
+        double t = strtod(th, &end);
+        if (end == th || *end || !(t >= 0 && t <= 1))
+            return answer_error(rq, 400, "threshold '%s': expected a number in [0, 1]", th);
+        rq->threshold = t;
+    }
+    rq->inference_header_len = -1;
+    const char *ihl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Inference-Header-Content-Length");
+    if (ihl && rq->ep == EP_MODEL_INFER) {
+        if (parse_ll(ihl, &rq->inference_header_len) ||
+            (rq->content_length >= 0 && rq->inference_header_len > rq->content_length))
+            return answer_error(rq, 400, "Inference-Header-Content-Length '%s' is not a byte count within the body",
+                                ihl);
+    }
+    double timeout_ms = cfg->request_timeout_ms;
+    const char *rt = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Timeout-Ms");
+    if (rt) {
+        long long v;
+        if (parse_ll(rt, &v) || v == 0)
+            return answer_error(rq, 400, "X-Request-Timeout-Ms '%s': expected a positive number of milliseconds", rt);
+        if (v < timeout_ms)
+            timeout_ms = (double)v;
+    }
+    rq->deadline = rq->t_arrival + timeout_ms * 1e-3;
+
+    if (!engine_live(s->engine))
+        return answer_error(rq, 503, "the compute device failed; the service is restarting");
+    if (!engine_ready(s->engine))
+        return answer_error(rq, 503, "the models are not ready yet");
+    if (engine_queue_free(s->engine) <= 0)
+        return answer_error(rq, 503, "the queue is full (%d images); retry later", cfg->max_queue);
+    if (rq->content_length > 0 && server_reserve(rq, rq->content_length))
+        return answer_error(rq, 503, "the server's memory budget for requests in flight is spent; retry later");
+    rq->state = RQ_BODY;
+    rq->incoming_counted = 1;
+    engine_incoming(s->engine, rq->model, +1);
+    return MHD_YES;
+}
+
+/* ---- the body --------------------------------------------------------------------------------- */
+
+static void reject_body(struct request *rq, int status, const char *msg)
+{
+    rq->reject_status = status;
+    snprintf(rq->reject_msg, sizeof rq->reject_msg, "%s", msg);
+    free(rq->body);
+    rq->body = NULL;
+    rq->body_len = rq->body_cap = 0;
+    release_reservation(rq);
+}
+
+/* Returns MHD_NO to drop the connection (a rejected body that keeps coming). */
+static enum MHD_Result on_body(struct request *rq, const char *data, size_t n)
+{
+    const struct server_config *cfg = rq->srv->cfg;
+    if (rq->reject_status) {
+        rq->discarded += n;
+        return rq->discarded > (size_t)DISCARD_CAP_BYTES ? MHD_NO : MHD_YES;
+    }
+    if ((long long)(rq->body_len + n) > cfg->max_body_bytes) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "body exceeds the limit of %lld bytes (--max-body-bytes)", cfg->max_body_bytes);
+        reject_body(rq, 413, msg);
+        rq->discarded = n;
+        return MHD_YES;
+    }
+    if (rq->content_length >= 0 && (long long)(rq->body_len + n) > rq->content_length)
+        return MHD_NO; /* more than announced: a broken client */
+    if (rq->body_len + n > rq->body_cap) {
+        size_t cap;
+        if (rq->content_length >= 0) {
+            cap = (size_t)rq->content_length; /* reserved on the first call */
+        } else {
+            cap = rq->body_cap ? rq->body_cap * 2 : 64 * 1024;
+            while (cap < rq->body_len + n)
+                cap *= 2;
+            if ((long long)cap > cfg->max_body_bytes)
+                cap = (size_t)cfg->max_body_bytes;
+            if (server_reserve(rq, (long long)(cap - rq->body_cap))) {
+                reject_body(rq, 503, "the server's memory budget for requests in flight is spent; retry later");
+                rq->discarded = n;
+                return MHD_YES;
+            }
+        }
+        unsigned char *b = realloc(rq->body, cap ? cap : 1);
+        if (!b) {
+            reject_body(rq, 503, "out of memory for the request body; retry later");
+            rq->discarded = n;
+            return MHD_YES;
+        }
+        rq->body = b;
+        rq->body_cap = cap;
+    }
+    memcpy(rq->body + rq->body_len, data, n);
+    rq->body_len += n;
+    return MHD_YES;
+}
+
+/* ---- the handler ------------------------------------------------------------------------------ */
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                 const char *version, const char *upload_data, size_t *upload_data_size,
+                                 void **req_cls)
+{
+    (void)version;
+    struct server *s = cls;
+    struct request *rq = *req_cls;
+    if (!rq) {
+        rq = calloc(1, sizeof *rq);
+        if (!rq)
+            return MHD_NO;
+        rq->srv = s;
+        rq->conn = c;
+        rq->model = -1;
+        rq->t_arrival = server_now();
+        snprintf(rq->method, sizeof rq->method, "%s", method);
+        snprintf(rq->path, sizeof rq->path, "%s", url);
+        atomic_fetch_add(&s->in_flight, 1);
+        *req_cls = rq;
+        return on_headers(s, rq, c, url, method);
+    }
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (rq->state != RQ_BODY)
+            return MHD_YES; /* already answered: MHD discards the rest */
+        return on_body(rq, upload_data, n);
+    }
+    switch (rq->state) {
+    case RQ_BODY:
+        if (rq->reject_status)
+            return answer_error(rq, rq->reject_status, "%s", rq->reject_msg);
+        rq->state = RQ_WORKING;
+        MHD_suspend_connection(c);
+        if (workpool_submit(s->pool, api_start_job, rq)) {
+            MHD_resume_connection(c);
+            rq->state = RQ_BODY;
+            return answer_error(rq, 503, "the service is shutting down");
+        }
+        return MHD_YES;
+    case RQ_WORKING:
+        if (!rq->out_status)
+            return MHD_YES;
+        {
+            char *body = rq->out_body;
+            rq->out_body = NULL;
+            return queue_answer(rq, rq->out_status, body, rq->out_len, rq->out_type, rq->out_header_len);
+        }
+    default: return MHD_YES;
+    }
+}
+
+static const char *termination_name(enum MHD_RequestTerminationCode toe)
+{
+    switch (toe) {
+    case MHD_REQUEST_TERMINATED_COMPLETED_OK: return "completed";
+    case MHD_REQUEST_TERMINATED_WITH_ERROR: return "error";
+    case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED: return "timeout";
+    case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN: return "shutdown";
+    case MHD_REQUEST_TERMINATED_READ_ERROR: return "read_error";
+    case MHD_REQUEST_TERMINATED_CLIENT_ABORT: return "client_abort";
+    default: return "other";
+    }
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls, enum MHD_RequestTerminationCode toe)
+{
+    (void)c;
+    struct server *s = cls;
+    struct request *rq = *req_cls;
+    if (!rq)
+        return;
+    *req_cls = NULL;
+    double total = server_now() - rq->t_arrival;
+    if (rq->answered_status)
+        metrics_request(rq->ep, rq->answered_status, total);
+    else
+        atomic_fetch_add(&s->aborted, 1);
+    const struct engine_model_info *mi = engine_model(s->engine, rq->model);
+    json_t *f = json_pack("{s:s, s:s, s:s, s:i, s:s, s:i, s:I, s:I, s:f, s:s}", "request_id", rq->request_id,
+                          "method", rq->method, "path", rq->path, "status", rq->answered_status, "model",
+                          mi && is_post_route(rq->ep) ? mi->name : "", "images", rq->images, "bytes_in",
+                          (json_int_t)(rq->body_len + rq->discarded), "bytes_out", (json_int_t)rq->bytes_out,
+                          "duration_ms", total * 1e3, "termination", termination_name(toe));
+    log_event(rq->answered_status >= 500 || !rq->answered_status ? "warn" : "info", "request", f);
+    withdraw_incoming(rq);
+    api_free_job(rq);
+    free(rq->body);
+    free(rq->out_body);
+    release_reservation(rq);
+    free(rq);
+    atomic_fetch_sub(&s->in_flight, 1);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    (void)c, (void)socket_context;
+    struct server *s = cls;
+    atomic_fetch_add(&s->connections, code == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+        msg[--n] = 0;
+    log_msg("warn", "libmicrohttpd: %s", msg);
+}
+
+int http_start(struct server *s, char *err, size_t errlen)
+{
+    const struct server_config *cfg = s->cfg;
+    struct sockaddr_in a4;
+    struct sockaddr_in6 a6;
+    struct sockaddr *addr;
+    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    memset(&a4, 0, sizeof a4);
+    memset(&a6, 0, sizeof a6);
+    if (inet_pton(AF_INET, cfg->host, &a4.sin_addr) == 1) {
+        a4.sin_family = AF_INET;
+        a4.sin_port = htons((uint16_t)cfg->port);
+        addr = (struct sockaddr *)&a4;
+    } else if (inet_pton(AF_INET6, cfg->host, &a6.sin6_addr) == 1) {
+        a6.sin6_family = AF_INET6;
+        a6.sin6_port = htons((uint16_t)cfg->port);
+        addr = (struct sockaddr *)&a6;
+        flags |= MHD_USE_IPv6;
+    } else {
+        snprintf(err, errlen, "--host %s: not a numeric IPv4 or IPv6 address", cfg->host);
+        return -1;
+    }
+    s->daemon = MHD_start_daemon(
+        flags, (uint16_t)cfg->port, NULL, NULL, on_access, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
+        MHD_OPTION_SOCK_ADDR, addr,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cfg->http_threads > 1 ? cfg->http_threads : 0),
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)cfg->connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)256 * 1024,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+        MHD_OPTION_END);
+    if (!s->daemon) {
+        snprintf(err, errlen, "cannot listen on %s:%d (address in use, or not allowed)", cfg->host, cfg->port);
+        return -1;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : cfg->port;
+    return 0;
+}
+
+void http_quiesce(struct server *s)
+{
+    if (!s->daemon)
+        return;
+    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+void http_stop(struct server *s)
+{
+    if (s->daemon)
+        MHD_stop_daemon(s->daemon);
+    s->daemon = NULL;
+}

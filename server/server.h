@@ -1,0 +1,122 @@
+/* stopcald's shared state and the per-request record. http.c owns the libmicrohttpd side (accept,
+ * bodies, limits, suspend/resume, the completion callback); api.c turns a complete request into
+ * images for the engine and builds the answers. */
+#ifndef STOPCAL_SERVER_SERVER_H
+#define STOPCAL_SERVER_SERVER_H
+
+#include "config.h"
+#include "engine.h"
+#include "metrics.h"
+#include "workpool.h"
+
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stddef.h>
+
+struct MHD_Daemon;
+struct MHD_Connection;
+struct job;
+
+struct server {
+    const struct server_config *cfg;
+    struct engine *engine;
+    struct workpool *pool;
+    struct MHD_Daemon *daemon;
+    int default_model;
+    int port;            /* the bound port */
+    int compute_threads, workers;
+    char *api_key;       /* NULL: no auth */
+    size_t api_key_len;
+    atomic_int draining; /* past the grace period: refuse new requests */
+    atomic_int not_ready; /* SIGTERM received */
+    atomic_int in_flight;
+    atomic_int connections;
+    atomic_llong memory_in_use;
+    atomic_ullong request_counter;
+    atomic_ullong aborted;
+    unsigned long long id_salt;
+};
+
+enum request_state { RQ_NEW, RQ_BODY, RQ_WORKING, RQ_ANSWERED };
+
+struct request {
+    struct server *srv;
+    struct MHD_Connection *conn;
+    enum request_state state;
+    enum metrics_endpoint ep;
+    int model;          /* index, or −1 */
+    char method[16];
+    char path[256];
+    char request_id[72];
+    double t_arrival;   /* CLOCK_MONOTONIC seconds */
+    double deadline;
+
+    /* request options, parsed from headers and the query before the body arrives */
+    char content_type[256];
+    double threshold;   /* < 0: the model's */
+    char name[256];     /* /v1/predict ?name= */
+    long long inference_header_len; /* Inference-Header-Content-Length, −1 when absent */
+
+    /* the body */
+    unsigned char *body;
+    size_t body_len, body_cap;
+    long long content_length; /* −1: chunked / unknown */
+    long long reserved;       /* memory budget held by this request */
+    int reject_status;        /* a limit hit while the body streamed in: answer this at the end */
+    char reject_msg[256];
+    size_t discarded;
+
+    int incoming_counted; /* announced to the engine with engine_incoming(+1) */
+    struct job *job;
+
+    /* the answer, filled by whichever thread finished the work, queued by the HTTP thread */
+    int out_status;
+    char *out_body;
+    size_t out_len;
+    const char *out_type;
+    long long out_header_len; /* binary v2 answers: Inference-Header-Content-Length, else −1 */
+
+    int answered_status;
+    size_t bytes_out;
+    int images;
+};
+
+/* Monotonic seconds. */
+double server_now(void);
+
+/* Hold bytes of the memory budget for rq (0 on success, −1 when the budget is spent). */
+int server_reserve(struct request *rq, long long bytes);
+
+/* Record the answer for a request being worked on off the HTTP thread and resume its connection;
+ * the request must not be touched by the caller afterwards. body is taken (malloc'd). */
+void request_finish(struct request *rq, int status, char *body, size_t len, const char *type,
+                    long long header_len);
+/* request_finish with {"error": msg, "request_id"} as the body. */
+void request_fail(struct request *rq, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* A JSON error body: {"error": msg, "request_id": id}. */
+json_t *error_json(const char *request_id, const char *msg);
+
+/* api.c: answers for the simple GET endpoints, built on the HTTP thread. Each returns the status
+ * and sets *doc (or *text for /metrics). */
+int api_models(struct server *s, struct request *rq, json_t **doc);
+int api_server_metadata(struct server *s, struct request *rq, json_t **doc);
+int api_model_metadata(struct server *s, struct request *rq, json_t **doc);
+int api_health(struct server *s, struct request *rq, int ready, json_t **doc);
+int api_model_ready(struct server *s, struct request *rq, json_t **doc);
+char *api_metrics_text(struct server *s, size_t *len);
+const char *api_openapi_json(void);
+
+/* api.c: start the work for a complete POST body (on a worker thread). */
+void api_start_job(void *request);
+/* Free the job attached to rq (HTTP thread, when the request completes). */
+void api_free_job(struct request *rq);
+
+/* http.c: start libmicrohttpd on cfg->host:cfg->port (s->port gets the bound port), stop accepting
+ * new connections (drain), and stop for good. */
+int http_start(struct server *s, char *err, size_t errlen);
+void http_quiesce(struct server *s);
+void http_stop(struct server *s);
+
+#endif
+
