@@ -5,21 +5,11 @@
 #include "engine.h"
 
 #include "backend.h"
+#include "backend_select.h"
 #include "log.h"
 #include "metrics.h"
 #include "threads.h"
 #include "vit.h"
-
-/* server/ never includes CUDA headers; backend_cuda.h is the engine's plain C declaration of the
- * CUDA backend, present only in builds that compile it. */
-#ifdef STOPCAL_HAVE_CUDA
-#if defined(__has_include)
-#if __has_include("backend_cuda.h")
-#include "backend_cuda.h"
-#define ENGINE_HAVE_CUDA 1
-#endif
-#endif
-#endif
 
 #include <errno.h>
 #include <pthread.h>
@@ -101,35 +91,14 @@ int engine_create(struct engine **out, const struct engine_options *o, char *err
 /* auto: CUDA when built in and a device answers, else the CPU with one log line. */
 static int create_backend(struct engine *e, struct backend *be, const char **kind, char *err, size_t errlen)
 {
-    const char *dev = e->device;
-    if (strncmp(dev, "cuda", 4) == 0 || strcmp(dev, "auto") == 0) {
-        int index = 0;
-        if (dev[4] == ':')
-            index = atoi(dev + 5);
-#ifdef ENGINE_HAVE_CUDA
-        char cerr[256];
-        if (backend_cuda_create(be, index, cerr, sizeof cerr) == 0) {
-            *kind = "cuda";
-            return 0;
-        }
-        if (strcmp(dev, "auto") != 0) {
-            snprintf(err, errlen, "--device %s: %s", dev, cerr);
-            return -1;
-        }
-        log_msg("info", "device auto: CUDA unavailable (%s); using the CPU", cerr);
-#else
-        (void)index;
-        if (strcmp(dev, "auto") != 0) {
-            snprintf(err, errlen, "--device %s: this build has no CUDA backend", dev);
-            return -1;
-        }
-        static atomic_int said;
-        if (!atomic_exchange(&said, 1))
-            log_msg("info", "device auto: this build has no CUDA backend; using the CPU");
-#endif
-    }
-    *kind = "cpu";
-    return backend_cpu_create(be, e->opt.threads, err, errlen);
+    char note[320];
+    if (backend_create_for_device(be, e->device, e->opt.threads, note, sizeof note, err, errlen))
+        return -1;
+    static atomic_int said;
+    if (note[0] && !atomic_exchange(&said, 1))
+        log_msg("info", "%s", note);
+    *kind = be->ops->name;
+    return 0;
 }
 
 int engine_load_model(struct engine *e, const char *name, const char *path, char *err, size_t errlen)

@@ -2,6 +2,7 @@
  * batches of up to --max-batch; output is one line per image, or with --json one object
  * {"model", "stopcal_version", "results"} on stdout. */
 #include "backend.h"
+#include "backend_select.h"
 #include "image.h"
 #include "model.h"
 #include "preprocess.h"
@@ -41,7 +42,7 @@ static void die(const char *fmt, ...)
 
 static void usage(FILE *to)
 {
-    fputs("usage: stopcal-infer --model FILE [--profile P] [--threshold T] [--device cpu|auto]\n"
+    fputs("usage: stopcal-infer --model FILE [--profile P] [--threshold T] [--device auto|cpu|cuda:N]\n"
           "                     [--threads N] [--max-batch N] [--json] IMAGE.fits...\n"
           "       stopcal-infer --model FILE [options] --pixels TENSOR.f32...\n"
           "Scores each image with the stop/continue classifier, without a server.\n"
@@ -101,8 +102,6 @@ static void parse_options(struct options *o, int argc, char **argv)
         die("--profile %s: expected cortexchange-v2 or cortexchange-v3", o->profile);
     if (o->profile && o->pixels_mode)
         die("--profile applies to FITS inputs; --pixels tensors are already preprocessed");
-    if (strcmp(o->device, "auto") != 0 && strcmp(o->device, "cpu") != 0)
-        die("--device %s: this build has only the cpu backend", o->device);
 }
 
 /* Read a raw (1|3, S, S) fp32 tensor into dst (3, S, S), refusing any other length. */
@@ -158,8 +157,11 @@ int main(int argc, char **argv)
     if (model_open(&m, o.model_path, err, sizeof err))
         die("%s: %s", o.model_path, err);
     struct backend be;
-    if (backend_cpu_create(&be, o.threads, err, sizeof err))
+    char note[320];
+    if (backend_create_for_device(&be, o.device, o.threads, note, sizeof note, err, sizeof err))
         die("%s", err);
+    if (note[0] && !o.json)
+        fprintf(stderr, "stopcal-infer: %s\n", note);
     struct vit *v;
     if (vit_create(&v, &m, &be, err, sizeof err))
         die("loading %s: %s", o.model_path, err);
