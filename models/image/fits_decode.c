@@ -1,6 +1,7 @@
-/* image_decode: gzip (if any) → header walk and checks (fits_layout) → cfitsio's memory driver reads
- * the pixels as double, applying BSCALE/BZERO and turning BLANK into NaN. cfitsio only ever sees our
- * buffer under a fixed name: no file name, no extended-filename syntax, no disk. */
+/* image_decode: gzip (if any) → header walk and checks (fits_layout) → tile checks for compressed
+ * images (fits_tiles) → cfitsio's memory driver reads the pixels as float or double, applying
+ * BSCALE/BZERO and turning BLANK into NaN. cfitsio only ever sees our buffer under a fixed name: no file
+ * name, no extended-filename syntax, no disk. */
 #include <fitsio.h>
 #include <math.h>
 #include <pthread.h>

@@ -3,6 +3,7 @@
  * size is computed in 64 bits with overflow checks; nothing is trusted before it is checked. */
 #include "fits_layout.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,12 @@ struct hdu_header {
     int zbitpix, znaxis, have_zbitpix, have_znaxis;
     int64_t znaxes[FITS_MAX_AXES]; /* -1 = missing */
     int64_t ztile[FITS_MAX_AXES];  /* 0 = missing (defaults apply) */
+    char zcmptype[72], zquantiz[72];
+    char zname[FITS_MAX_ZPARAMS][72]; /* ZNAMEn / ZVALn compression parameters, n = index + 1 */
+    double zval[FITS_MAX_ZPARAMS];
+    int have_zval[FITS_MAX_ZPARAMS];
+    int64_t zdither0;
+    int have_zdither0;
     size_t start, data_start;
 };
 
@@ -143,6 +150,109 @@ static int valid_bitpix(int64_t b)
     return b == 8 || b == 16 || b == 32 || b == 64 || b == -32 || b == -64;
 }
 
+enum value_kind { NOT_STRUCTURAL, VALUE_INT, VALUE_NUMBER, VALUE_STRING, VALUE_LOGICAL };
+
+/* Keywords whose value decides how the HDU is read, and the kind of value each must hold. A header
+ * carrying one twice is refused: readers disagree on which copy counts (cfitsio takes the first), and
+ * a tile-compressed image read with one geometry but checked with another is how a corrupt tile would
+ * slip past fits_tiles.c. A malformed value is refused too: cfitsio 4.2 overflows a message buffer
+ * while reporting some of them (an abort under _FORTIFY_SOURCE, found by our fuzzer). */
+static enum value_kind structural_keyword(const unsigned char *card)
+{
+    static const struct {
+        const char *name;
+        enum value_kind kind;
+    } exact[] = {{"SIMPLE", VALUE_LOGICAL},  {"XTENSION", VALUE_STRING}, {"BITPIX", VALUE_INT},
+                 {"NAXIS", VALUE_INT},       {"PCOUNT", VALUE_INT},      {"GCOUNT", VALUE_INT},
+                 {"GROUPS", VALUE_LOGICAL},  {"BSCALE", VALUE_NUMBER},   {"BZERO", VALUE_NUMBER},
+                 {"BLANK", VALUE_INT},       {"THEAP", VALUE_INT},       {"TFIELDS", VALUE_INT},
+                 {"ZIMAGE", VALUE_LOGICAL},  {"ZSIMPLE", VALUE_LOGICAL}, {"ZTENSION", VALUE_STRING},
+                 {"ZBITPIX", VALUE_INT},     {"ZNAXIS", VALUE_INT},      {"ZPCOUNT", VALUE_INT},
+                 {"ZGCOUNT", VALUE_INT},     {"ZCMPTYPE", VALUE_STRING}, {"ZSCALE", VALUE_NUMBER},
+                 {"ZZERO", VALUE_NUMBER},    {"ZBLANK", VALUE_INT},      {"ZQUANTIZ", VALUE_STRING},
+                 {"ZDITHER0", VALUE_INT}},
+      indexed[] = {{"NAXIS", VALUE_INT},    {"ZNAXIS", VALUE_INT},   {"ZTILE", VALUE_INT},
+                   {"ZNAME", VALUE_STRING}, {"ZVAL", VALUE_NUMBER},  {"TFORM", VALUE_STRING},
+                   {"TSCAL", VALUE_NUMBER}, {"TZERO", VALUE_NUMBER}, {"TNULL", VALUE_INT}};
+    int k;
+    for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+        if (card_is(card, exact[i].name))
+            return exact[i].kind;
+    for (size_t i = 0; i < sizeof indexed / sizeof indexed[0]; i++)
+        if (card_indexed(card, indexed[i].name, &k))
+            return indexed[i].kind;
+    return NOT_STRUCTURAL;
+}
+
+/* The rest of a value field after the value: blanks, then nothing or a comment. */
+static int value_tail_ok(const char *p)
+{
+    while (*p == ' ')
+        p++;
+    return *p == '\0' || *p == '/';
+}
+
+/* FITS 4.0 §4.2 value syntax for the kind (fixed or free format). */
+static int value_ok(const unsigned char *card, enum value_kind kind)
+{
+    char v[72];
+    if (card_value(card, v))
+        return 0;
+    const char *p = v;
+    while (*p == ' ')
+        p++;
+    switch (kind) {
+    case VALUE_LOGICAL:
+        return (*p == 'T' || *p == 'F') && value_tail_ok(p + 1);
+    case VALUE_STRING:
+        if (*p++ != '\'')
+            return 0;
+        for (;; p++) {
+            if (*p == '\0')
+                return 0;
+            if (*p == '\'') {
+                if (p[1] != '\'')
+                    return value_tail_ok(p + 1);
+                p++;
+            } else if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) {
+                return 0;
+            }
+        }
+    case VALUE_INT:
+    case VALUE_NUMBER: {
+        if (*p == '+' || *p == '-')
+            p++;
+        int digits = 0;
+        while (*p >= '0' && *p <= '9') {
+            p++;
+            digits++;
+        }
+        if (kind == VALUE_NUMBER) {
+            if (*p == '.') {
+                p++;
+                while (*p >= '0' && *p <= '9') {
+                    p++;
+                    digits++;
+                }
+            }
+            if (digits && (*p == 'E' || *p == 'e' || *p == 'D' || *p == 'd')) {
+                p++;
+                if (*p == '+' || *p == '-')
+                    p++;
+                if (*p < '0' || *p > '9')
+                    return 0;
+                while (*p >= '0' && *p <= '9')
+                    p++;
+            }
+        }
+        return digits > 0 && value_tail_ok(p);
+    }
+    case NOT_STRUCTURAL:
+        break;
+    }
+    return 1;
+}
+
 /* "HDU 3: " for extensions, "" for the primary, so messages about the usual case stay short. */
 static const char *where(const struct hdu_header *h, char buf[32])
 {
@@ -173,13 +283,17 @@ static int parse_header(struct hdu_header *h, const unsigned char *buf, size_t l
     where(h, w);
     h->pcount = 0;
     h->gcount = 1;
-    h->groups = h->zimage = h->have_zbitpix = h->have_znaxis = 0;
-    h->xtension[0] = '\0';
+    h->groups = h->zimage = h->have_zbitpix = h->have_znaxis = h->have_zdither0 = 0;
+    h->xtension[0] = h->zcmptype[0] = h->zquantiz[0] = '\0';
+    for (int i = 0; i < FITS_MAX_ZPARAMS; i++) {
+        h->zname[i][0] = '\0';
+        h->have_zval[i] = 0;
+    }
     for (int i = 0; i < FITS_MAX_AXES; i++) {
         h->znaxes[i] = -1;
         h->ztile[i] = 0;
     }
-    size_t pos = h->start;
+    size_t pos = h->start, seen[1024], nseen = 0; /* offsets of the structural cards met so far */
     for (int idx = 0;; idx++, pos += FITS_CARD) {
         if (len - pos < FITS_CARD) {
             if (idx == 0 && !h->primary)
@@ -193,6 +307,21 @@ static int parse_header(struct hdu_header *h, const unsigned char *buf, size_t l
         const unsigned char *card = buf + pos;
         int64_t v;
         int iv;
+        enum value_kind kind = structural_keyword(card);
+        if (kind != NOT_STRUCTURAL) {
+            keyword_text(card, key);
+            if (idx > 0 && !value_ok(card, kind)) /* the first card has its own checks below */
+                return image_fail(err, errlen, IMAGE_EINVAL, "%sthe value of %s is not a valid %s", w, key,
+                                  kind == VALUE_INT ? "integer" : kind == VALUE_NUMBER ? "number"
+                                  : kind == VALUE_STRING ? "string" : "logical (T or F)");
+            for (size_t i = 0; i < nseen; i++)
+                if (memcmp(buf + seen[i], card, 8) == 0)
+                    return image_fail(err, errlen, IMAGE_EINVAL,
+                                      "%sduplicate keyword %s: readers disagree on which one counts", w, key);
+            if (nseen == sizeof seen / sizeof seen[0])
+                return image_fail(err, errlen, IMAGE_EINVAL, "%stoo many structural keywords in one header", w);
+            seen[nseen++] = pos;
+        }
         if (idx == 0) {
             if (h->primary) {
                 if (!card_is(card, "SIMPLE") || card_logical(card, &iv))
@@ -281,6 +410,26 @@ static int parse_header(struct hdu_header *h, const unsigned char *buf, size_t l
             if (card_int(card, &v) || v < 0)
                 return image_fail(err, errlen, IMAGE_EINVAL, "%sZNAXIS%d is not a non-negative integer", w, k);
             h->znaxes[k - 1] = v;
+        } else if (card_is(card, "ZCMPTYPE")) {
+            card_string(card, h->zcmptype, sizeof h->zcmptype); /* syntax checked above */
+        } else if (card_is(card, "ZQUANTIZ")) {
+            card_string(card, h->zquantiz, sizeof h->zquantiz);
+        } else if (card_is(card, "ZDITHER0")) {
+            if (card_int(card, &v))
+                return image_fail(err, errlen, IMAGE_EINVAL, "%sZDITHER0 is not an integer", w);
+            h->zdither0 = v;
+            h->have_zdither0 = 1;
+        } else if (card_indexed(card, "ZNAME", &k) || card_indexed(card, "ZVAL", &k)) {
+            if (k > FITS_MAX_ZPARAMS)
+                return image_fail(err, errlen, IMAGE_EINVAL, "%smore than %d compression parameters (ZNAMEn)", w,
+                                  FITS_MAX_ZPARAMS);
+            char value[72];
+            if (card[1] == 'N') {
+                card_string(card, h->zname[k - 1], sizeof h->zname[k - 1]);
+            } else if (card_value(card, value) == 0) {
+                h->zval[k - 1] = strtod(value, NULL); /* syntax checked above; a D exponent stops strtod */
+                h->have_zval[k - 1] = 1;
+            }
         } else if (card_indexed(card, "ZTILE", &k)) {
             if (card_int(card, &v) || v < 1)
                 return image_fail(err, errlen, IMAGE_EINVAL, "%sZTILE%d is not a positive integer", w, k);
@@ -362,6 +511,45 @@ static int has_data(const struct hdu_header *h)
     return 1;
 }
 
+/* The compression parameters cfitsio computes with while it opens the HDU (before fits_tiles.c can look
+ * at a tile): it divides by the Rice block size (0 when the parameter is missing) and indexes its dither
+ * table with ZDITHER0, unchecked (a zero block size is a SIGFPE, found by our fuzzer). Only the codecs
+ * fits_tiles.c guards pass. */
+static int check_compression(const struct hdu_header *h, const char *w, char *err, size_t errlen)
+{
+    char type[72];
+    snprintf(type, sizeof type, "%s", h->zcmptype);
+    size_t n = strlen(type);
+    while (n > 0 && type[n - 1] == ' ')
+        type[--n] = '\0';
+    int rice = !strcmp(type, "RICE_1") || !strcmp(type, "RICE_ONE");
+    if (!rice && strcmp(type, "GZIP_1") != 0 && strcmp(type, "GZIP_2") != 0)
+        return image_fail(err, errlen, IMAGE_EINVAL, "%sZCMPTYPE = '%s' is not supported (RICE_1, GZIP_1 or GZIP_2)",
+                          w, type);
+    int have_blocksize = 0;
+    for (int i = 0; i < FITS_MAX_ZPARAMS; i++) {
+        if (!h->zname[i][0])
+            continue;
+        have_blocksize |= !strncmp(h->zname[i], "BLOCKSIZE", 9);
+        if (!h->have_zval[i])
+            return image_fail(err, errlen, IMAGE_EINVAL, "%sZNAME%d has no ZVAL%d", w, i + 1, i + 1);
+        double v = h->zval[i];
+        if (rice && !strncmp(h->zname[i], "BLOCKSIZE", 9) && !(v >= 1.0 && v <= 1048576.0 && v == floor(v)))
+            return image_fail(err, errlen, IMAGE_EINVAL, "%sRice BLOCKSIZE = %g is not valid", w, v);
+        if (rice && !strncmp(h->zname[i], "BYTEPIX", 7) && v != 1.0 && v != 2.0 && v != 4.0 && v != 8.0)
+            return image_fail(err, errlen, IMAGE_EINVAL, "%sRice BYTEPIX = %g is not valid (1, 2, 4 or 8)", w, v);
+    }
+    if (rice && !have_blocksize) /* cfitsio has no default: it would divide by zero */
+        return image_fail(err, errlen, IMAGE_EINVAL, "%sRice-compressed image without a BLOCKSIZE parameter", w);
+    if (h->have_zdither0 && (h->zdither0 < 1 || h->zdither0 > 10000))
+        return image_fail(err, errlen, IMAGE_EINVAL, "%sZDITHER0 = %lld is not in [1, 10000]", w,
+                          (long long)h->zdither0);
+    if (h->zquantiz[0] && strncmp(h->zquantiz, "NO_DITHER", 9) && strncmp(h->zquantiz, "SUBTRACTIVE_DITHER_1", 20) &&
+        strncmp(h->zquantiz, "SUBTRACTIVE_DITHER_2", 20) && strncmp(h->zquantiz, "NONE", 4))
+        return image_fail(err, errlen, IMAGE_EINVAL, "%sZQUANTIZ = '%s' is not a known quantisation", w, h->zquantiz);
+    return IMAGE_OK;
+}
+
 /* Check the chosen HDU's image: 2-D after dropping degenerate axes, within the ceilings, data present. */
 static int check_image(struct fits_layout *lay, const struct hdu_header *h, uint64_t data_bytes, size_t len,
                        const struct image_limits *lim, char *err, size_t errlen)
@@ -404,6 +592,9 @@ static int check_image(struct fits_layout *lay, const struct hdu_header *h, uint
     if (is_compressed_image(h)) {
         if (!h->have_zbitpix)
             return image_fail(err, errlen, IMAGE_EINVAL, "%stile-compressed image without ZBITPIX", w);
+        int rc = check_compression(h, w, err, errlen);
+        if (rc != IMAGE_OK)
+            return rc;
         /* cfitsio allocates whole tiles: bound them like the image (default tile: one row). */
         uint64_t tile = 1;
         for (int i = 0; i < n; i++) {

@@ -1,7 +1,7 @@
 /* Walks the HDU chain of a FITS file in memory, reading only the mandatory keywords, to find the image
  * to decode and to check it (BITPIX, NAXIS, sizes without overflow, 2-D after dropping degenerate
- * axes, data present, ceilings) before cfitsio parses anything or a pixel buffer exists. Its messages
- * name the keyword at fault, which cfitsio's status codes cannot. */
+ * axes, data present, ceilings, no duplicated structural keyword) before cfitsio parses anything or a
+ * pixel buffer exists. Its messages name the keyword at fault, which cfitsio's status codes cannot. */
 #ifndef STOPCAL_FITS_LAYOUT_H
 #define STOPCAL_FITS_LAYOUT_H
 
@@ -14,6 +14,7 @@
 #define FITS_CARD 80
 #define FITS_MAX_AXES 999
 #define FITS_LAYOUT_MAX_HDUS 64 /* extensions searched for an image before giving up */
+#define FITS_MAX_ZPARAMS 99     /* ZNAMEn/ZVALn compression parameters accepted */
 
 struct fits_layout {
     int hdu;               /* 1-based HDU holding the image */
@@ -28,7 +29,7 @@ struct fits_layout {
 
 /* Find and check the image in buf. Returns IMAGE_OK with lay filled, IMAGE_EINVAL (not FITS, bad or
  * truncated header, no image, not 2-D, truncated data) or IMAGE_ETOOBIG (pixel or tile ceiling), with
- * a message in err. Reads buf only; allocates nothing. */
+ * a message in err. Reads buf only; allocates one small scratch header, freed before returning. */
 int fits_layout_scan(struct fits_layout *lay, const unsigned char *buf, size_t len,
                      const struct image_limits *limits, char *err, size_t errlen);
 

@@ -1,11 +1,12 @@
-/* Bounds-checked walk of Rice-coded tiles (the FITS tiled-image compression convention, Pence et al.
- * 2009; Rice coding as in Rice, Yeh & Miller 1993), so that cfitsio is only asked to decompress tiles
- * whose every bit lies inside the tile's bytes. Written from the format description, not from cfitsio. */
+/* Checks of every compressed tile before cfitsio decompresses it: a bounds-checked walk of Rice-coded
+ * tiles (the FITS tiled-image compression convention, Pence et al. 2009; Rice coding as in Rice, Yeh &
+ * Miller 1993), written from the format description, and a bounded inflate of gzip tiles. */
 #include "fits_tiles.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "fits_layout.h"
 #include "image.h"
@@ -137,6 +138,87 @@ static int key_ll(fitsfile *f, const char *name, long long fallback, long long *
     return *status;
 }
 
+/* Inflate a gzip (or zlib) tile into a small scratch, counting the bytes it makes. Returns the count
+ * (at most cap), or -1 when it is corrupt, truncated or longer than cap (cfitsio would keep growing its
+ * buffer: a tile can be a gzip bomb), -2 when zlib has no memory. */
+static int64_t inflate_bounded(const unsigned char *c, size_t len, uint64_t cap)
+{
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    if (inflateInit2(&zs, 15 + 32) != Z_OK)
+        return -2;
+    unsigned char scratch[16384];
+    uint64_t total = 0;
+    int64_t rc = -1;
+    zs.next_in = (unsigned char *)c; /* zlib only reads through it */
+    zs.avail_in = len > UINT32_MAX ? UINT32_MAX : (uInt)len;
+    for (;;) {
+        zs.next_out = scratch;
+        zs.avail_out = sizeof scratch;
+        int z = inflate(&zs, Z_NO_FLUSH);
+        total += sizeof scratch - zs.avail_out;
+        if (total > cap)
+            break;
+        if (z == Z_STREAM_END) {
+            rc = (int64_t)total;
+            break;
+        }
+        if (z != Z_OK)
+            break; /* corrupt, or Z_BUF_ERROR: the input ended first */
+    }
+    inflateEnd(&zs);
+    return rc;
+}
+
+enum tile_codec { TILE_RICE, TILE_GZIP, TILE_GZIP_FALLBACK, TILE_RAW_FALLBACK };
+
+/* Read row `row` of column `col` (a variable-length array) and check it holds exactly this tile:
+ * a Rice stream that decodes to npix values inside its bytes; gzip that inflates to npix values of the
+ * image's width (or of 4 bytes: quantised floats) and no more; npix raw values. elem_bytes = |ZBITPIX|/8. */
+static int check_tile(fitsfile *f, int col, long long row, enum tile_codec codec, long long heap, long long npix,
+                      int blocksize, int bytepix, int elem_bytes, unsigned char **buf, size_t *cap, char *err,
+                      size_t errlen)
+{
+    int status = 0, anynul = 0;
+    LONGLONG length = 0, offset = 0;
+    if (fits_read_descriptll(f, col, row, &length, &offset, &status))
+        return cfitsio_error(err, errlen, "cannot read a tile descriptor", status);
+    if (length == 0)
+        return IMAGE_OK; /* the tile is in another column */
+    if (codec == TILE_RAW_FALLBACK) /* elements of the column's own type; cfitsio converts them */
+        return length == npix ? IMAGE_OK
+                              : image_fail(err, errlen, IMAGE_EINVAL,
+                                           "tile %lld: %lld uncompressed values for %lld pixels", row,
+                                           (long long)length, npix);
+    if (length < 0 || offset < 0 || length > heap || offset > heap - length)
+        return image_fail(err, errlen, IMAGE_EINVAL, "tile %lld: its bytes lie outside the heap", row);
+    if ((size_t)length > *cap) {
+        unsigned char *grown = realloc(*buf, (size_t)length);
+        if (!grown)
+            return image_fail(err, errlen, IMAGE_ENOMEM, "out of memory for a compressed tile");
+        *buf = grown;
+        *cap = (size_t)length;
+    }
+    if (fits_read_col(f, TBYTE, col, row, 1, length, NULL, *buf, &anynul, &status))
+        return cfitsio_error(err, errlen, "cannot read a compressed tile", status);
+    if (codec == TILE_RICE) {
+        if (fits_rice_decode(*buf, (size_t)length, npix, blocksize, bytepix, NULL))
+            return image_fail(err, errlen, IMAGE_EINVAL,
+                              "tile %lld: corrupt Rice-compressed data (%lld bytes do not hold its %lld pixels)", row,
+                              (long long)length, npix);
+        return IMAGE_OK;
+    }
+    int64_t z = inflate_bounded(*buf, (size_t)length, (uint64_t)npix * 8); /* no pixel is wider than 8 bytes */
+    if (z == -2)
+        return image_fail(err, errlen, IMAGE_ENOMEM, "zlib has no memory for a compressed tile");
+    int64_t want = npix * elem_bytes;
+    if (z < 0 || !(z == want || (codec == TILE_GZIP && z == npix * 4)))
+        return image_fail(err, errlen, IMAGE_EINVAL,
+                          "tile %lld: corrupt gzip-compressed data (not %lld pixels of %d bytes)", row, npix,
+                          elem_bytes);
+    return IMAGE_OK;
+}
+
 int fits_tiles_check(fitsfile *f, char *err, size_t errlen)
 {
     int status = 0;
@@ -146,11 +228,19 @@ int fits_tiles_check(fitsfile *f, char *err, size_t errlen)
     size_t n = strlen(ctype);
     while (n > 0 && ctype[n - 1] == ' ')
         ctype[--n] = '\0';
-    if (!strcmp(ctype, "GZIP_1") || !strcmp(ctype, "GZIP_2") || !strcmp(ctype, "NOCOMPRESS"))
-        return IMAGE_OK; /* zlib (bounded by the tile size) or plain bytes: nothing cfitsio trusts blindly */
-    if (strcmp(ctype, "RICE_1") != 0 && strcmp(ctype, "RICE_ONE") != 0)
-        return image_fail(err, errlen, IMAGE_EINVAL,
-                          "ZCMPTYPE = '%s' is not supported (RICE_1, GZIP_1, GZIP_2 or NOCOMPRESS)", ctype);
+    enum tile_codec codec;
+    if (!strcmp(ctype, "RICE_1") || !strcmp(ctype, "RICE_ONE"))
+        codec = TILE_RICE;
+    else if (!strcmp(ctype, "GZIP_1") || !strcmp(ctype, "GZIP_2"))
+        codec = TILE_GZIP;
+    else
+        return image_fail(err, errlen, IMAGE_EINVAL, "ZCMPTYPE = '%s' is not supported (RICE_1, GZIP_1 or GZIP_2)",
+                          ctype);
+    long long zbitpix = 0;
+    if (key_ll(f, "ZBITPIX", 0, &zbitpix, &status) ||
+        (zbitpix != 8 && zbitpix != 16 && zbitpix != 32 && zbitpix != 64 && zbitpix != -32 && zbitpix != -64))
+        return image_fail(err, errlen, IMAGE_EINVAL, "tile-compressed image: ZBITPIX is not valid");
+    const int elem_bytes = (int)(zbitpix < 0 ? -zbitpix : zbitpix) / 8;
 
     /* Rice parameters, as cfitsio reads them: ZNAMEi = 'BLOCKSIZE' / 'BYTEPIX' with their ZVALi; a
      * BYTEPIX other than 1 or 2 is decoded as 4-byte data. */
@@ -173,7 +263,7 @@ int fits_tiles_check(fitsfile *f, char *err, size_t errlen)
         else if (!strncmp(name, "BYTEPIX", 7))
             bytepix = v;
     }
-    if (blocksize < 1 || blocksize > (1 << 20))
+    if (codec == TILE_RICE && (blocksize < 1 || blocksize > (1 << 20)))
         return image_fail(err, errlen, IMAGE_EINVAL, "Rice BLOCKSIZE = %lld is not valid", blocksize);
     if (bytepix != 1 && bytepix != 2)
         bytepix = 4;
@@ -196,43 +286,27 @@ int fits_tiles_check(fitsfile *f, char *err, size_t errlen)
             return image_fail(err, errlen, IMAGE_EINVAL, "tile-compressed image: too many tiles");
     }
     long long rows = 0, heap = 0;
-    int col = 0;
+    int col = 0, gzip_col = 0, raw_col = 0;
     if (fits_get_num_rowsll(f, &rows, &status) || key_ll(f, "PCOUNT", 0, &heap, &status))
         return cfitsio_error(err, errlen, "cannot read the compressed table", status);
     if (fits_get_colnum(f, CASEINSEN, "COMPRESSED_DATA", &col, &status))
         return cfitsio_error(err, errlen, "tile-compressed image without a COMPRESSED_DATA column", status);
+    /* Tiles cfitsio could not compress with the main codec are gzip'd, or stored as is, in these. */
+    if (fits_get_colnum(f, CASEINSEN, "GZIP_COMPRESSED_DATA", &gzip_col, &status)) {
+        status = 0;
+        gzip_col = 0;
+    }
+    if (fits_get_colnum(f, CASEINSEN, "UNCOMPRESSED_DATA", &raw_col, &status)) {
+        status = 0;
+        raw_col = 0;
+    }
     if (rows > total)
         rows = total; /* cfitsio reads one row per tile; any others are never decoded */
 
     unsigned char *buf = NULL;
     size_t cap = 0;
     int rc = IMAGE_OK;
-    for (long long row = 1; row <= rows; row++) {
-        LONGLONG length = 0, offset = 0;
-        if (fits_read_descriptll(f, col, row, &length, &offset, &status)) {
-            rc = cfitsio_error(err, errlen, "cannot read a tile descriptor", status);
-            break;
-        }
-        if (length == 0)
-            continue; /* stored in another column (GZIP_COMPRESSED_DATA / UNCOMPRESSED_DATA) */
-        if (length < 0 || offset < 0 || length > heap || offset > heap - length) {
-            rc = image_fail(err, errlen, IMAGE_EINVAL, "tile %lld: its bytes lie outside the heap", row);
-            break;
-        }
-        if ((size_t)length > cap) {
-            unsigned char *grown = realloc(buf, (size_t)length);
-            if (!grown) {
-                rc = image_fail(err, errlen, IMAGE_ENOMEM, "out of memory for a compressed tile");
-                break;
-            }
-            buf = grown;
-            cap = (size_t)length;
-        }
-        int anynul = 0;
-        if (fits_read_col(f, TBYTE, col, row, 1, length, NULL, buf, &anynul, &status)) {
-            rc = cfitsio_error(err, errlen, "cannot read a compressed tile", status);
-            break;
-        }
+    for (long long row = 1; row <= rows && rc == IMAGE_OK; row++) {
         /* This tile's pixel count: its position in the tile grid, clipped at the image's far edges. */
         long long index = row - 1, npix = 1;
         for (int i = 0; i < znaxis; i++) {
@@ -241,12 +315,14 @@ int fits_tiles_check(fitsfile *f, char *err, size_t errlen)
             long long extent = dims[i] - t * tile[i];
             npix *= extent < tile[i] ? extent : tile[i];
         }
-        if (fits_rice_decode(buf, (size_t)length, npix, (int)blocksize, (int)bytepix, NULL)) {
-            rc = image_fail(err, errlen, IMAGE_EINVAL,
-                            "tile %lld: corrupt Rice-compressed data (%lld bytes do not hold its %lld pixels)", row,
-                            (long long)length, npix);
-            break;
-        }
+        rc = check_tile(f, col, row, codec, heap, npix, (int)blocksize, (int)bytepix, elem_bytes, &buf, &cap, err,
+                        errlen);
+        if (rc == IMAGE_OK && gzip_col)
+            rc = check_tile(f, gzip_col, row, TILE_GZIP_FALLBACK, heap, npix, 0, 0, elem_bytes, &buf, &cap, err,
+                            errlen);
+        if (rc == IMAGE_OK && raw_col)
+            rc = check_tile(f, raw_col, row, TILE_RAW_FALLBACK, heap, npix, 0, 0, elem_bytes, &buf, &cap, err,
+                            errlen);
     }
     free(buf);
     return rc;

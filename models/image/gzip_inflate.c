@@ -36,14 +36,16 @@ int gzip_inflate(const void *in, size_t in_len, size_t max_out, unsigned char **
         max_out = SIZE_MAX - 1;
     const size_t hard_cap = max_out + 1; /* one byte past the ceiling proves the stream is too long */
 
-    /* First guess: the last member's ISIZE (length mod 2^32; untrusted, so only a hint), bounded. */
+    /* First guess: the last member's ISIZE (length mod 2^32; untrusted, so only a hint), bounded by
+     * what deflate can reach (about 1032:1) so a forged ISIZE cannot make us reserve the whole ceiling. */
     const unsigned char *src = in;
     size_t cap = 64 * 1024;
     if (in_len >= 18) {
         uint32_t isize = (uint32_t)src[in_len - 4] | (uint32_t)src[in_len - 3] << 8 |
                          (uint32_t)src[in_len - 2] << 16 | (uint32_t)src[in_len - 1] << 24;
+        size_t reach = in_len > SIZE_MAX / 1032 ? SIZE_MAX : in_len * 1032;
         if (isize > cap)
-            cap = isize;
+            cap = isize < reach ? isize : reach;
     }
     if (cap > hard_cap)
         cap = hard_cap;

@@ -5,7 +5,8 @@
  *   tensor is the transpose of the image;
  * - V2 resize_and_noise: x + randn·σ (σ = 0.5·size/h) *before* interpolate(size, bilinear,
  *   align_corners=False); V3 resampling.resize_and_noise: interpolate(bilinear, antialias=True) only when
- *   the size differs, then noise *after* it when noise_sigma > 0;
+ *   the size differs, then noise *after* it when noise_sigma > 0. We follow each profile's placement,
+ *   with σ = cfg->noise_sigma and our own seeded generator (DESIGN §4: opt-in, default off);
  * - normalize(batch, mean, std) = (x − mean)/std on the 1-channel tensor (V2 never finds the dataset's
  *   mean/std, so 0/1; V3 reads them), then the model's lift="stack" repeats it to 3 channels.
  * - dtype: astropy's array (float32 for BITPIX −32) goes through matplotlib in that dtype, and the
@@ -108,6 +109,9 @@ int preprocess_image(float *out, const struct image *img, const struct model_con
 
     struct row_source rs = {.img = img, .width = w, .noise_seed = noise_seed};
     symlog_norm_init(&rs.norm, noise.rms);
+    if (!isfinite(rs.norm.t_vmax - rs.norm.t_vmin)) /* matplotlib: "Invalid vmin or vmax" */
+        return image_fail(err, errlen, IMAGE_EINVAL,
+                          "rms = %g: vmax = 50000 rms overflows, the stretch is undefined", noise.rms);
     rs.ymin = symlog_normalize(&rs.norm, noise.xmin); /* the norm increases: min(y) = norm(min(x)) */
     rs.noise_sigma = v3 ? 0.0 : (double)cfg->noise_sigma;
     rs.slots = resample_window_rows(h, S, 0.0, mode) + 1;

@@ -1,6 +1,6 @@
 /* rms by iterative 3-sigma clipping around the median (DESIGN §4 step 2) without copying the image.
- * The median: a strided sample places a narrow window around it, one pass (which also zeroes non-finite
- * pixels and sums for the unclipped std) copies the values inside the window, and introselect finds the
+ * The median: a strided sample places a narrow window around it, one pass (which also counts non-finite
+ * pixels, as 0, and sums for the unclipped std) copies the values inside the window, and introselect finds the
  * exact median among them; if the window missed, a histogram of the values' top bits finds its bucket
  * instead. Each clipped std is one pass of sums shifted by the median (the kept values lie within 3 rms
  * of it, so nothing cancels). */
@@ -15,7 +15,7 @@
 #include "image.h"
 #include "image_internal.h"
 
-#define RMS_MASK 1e-7     /* pixels with |x| <= this are blank (zeros, NaN borders set to 0) */
+#define RMS_MASK 1e-7     /* pixels with |x| <= this are blank (zeros, NaN borders counted as 0) */
 #define RMS_CUT 3.0       /* clip at 3 rms around the median */
 #define RMS_CONVERGED 0.1 /* stop when the rms moves by less than 10% */
 #define RMS_ITERATIONS 10
