@@ -28,11 +28,11 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="
 
 FROM nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu24.04
 ENV DEBIAN_FRONTEND=noninteractive
-# Runtime libraries of the build stage's -dev packages (Ubuntu 24.04 names); curl for HEALTHCHECK.
+# Runtime libraries of the build stage's -dev packages (Ubuntu 24.04 names; libcurl for the client).
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libopenblas0-openmp libjansson4 libcfitsio10t64 \
-      libmicrohttpd12t64 libcurl4t64 libgomp1 zlib1g curl ca-certificates \
+      libmicrohttpd12t64 libcurl4t64 libgomp1 zlib1g ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin stopcal
@@ -49,10 +49,10 @@ ENV STOPCAL_MODEL=/opt/stopcal/models/stopcal-demo.safetensors \
     STOPCAL_DEVICE=auto
 USER 10001:10001
 EXPOSE 8080
-# stopcald has no --healthcheck flag; exec-form curl (no shell) against the readiness endpoint.
-# Docker-only: Kubernetes uses its own probes and Apptainer ignores HEALTHCHECK.
-HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
-  CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8080/v2/health/ready"]
+# stopcald --healthcheck probes /v2/health/ready on 127.0.0.1:$STOPCAL_PORT, so the image needs no
+# curl. Docker-only: Kubernetes uses its own probes and Apptainer ignores HEALTHCHECK.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["/usr/local/bin/stopcald", "--healthcheck"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/stopcald"]
 CMD []

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum opt_kind { OPT_INT, OPT_SIZE, OPT_STR, OPT_MODEL, OPT_HELP, OPT_VERSION };
+enum opt_kind { OPT_INT, OPT_SIZE, OPT_STR, OPT_MODEL, OPT_HELP, OPT_VERSION, OPT_HEALTHCHECK };
 
 struct opt_spec {
     const char *name;
@@ -71,6 +71,9 @@ static const struct opt_spec opts[] = {
      "then wait at most this long for in-flight requests (default 60000)"},
     {"debug-infer-delay-ms", "STOPCAL_DEBUG_INFER_DELAY_MS", OPT_INT, OFF(debug_infer_delay_ms), 0, 0,
      60000, "MS", "tests only: sleep this long before every forward pass"},
+    {"healthcheck", NULL, OPT_HEALTHCHECK, 0, 0, 0, 0, NULL,
+     "probe the stopcald listening on 127.0.0.1:--port and exit 0 when it is ready, 1 when not\n"
+     "(a container HEALTHCHECK that needs no curl)"},
     {"help", NULL, OPT_HELP, 0, 0, 0, 0, NULL, "print this help and exit"},
     {"version", NULL, OPT_VERSION, 0, 0, 0, 0, NULL, "print the version and exit"},
 };
@@ -250,6 +253,10 @@ int config_parse(struct server_config *c, int argc, char **argv, char *err, size
         if (o->kind == OPT_VERSION) {
             printf("stopcald %s\n", STOPCAL_VERSION);
             return 1;
+        }
+        if (o->kind == OPT_HEALTHCHECK) {
+            c->healthcheck = 1;
+            continue;
         }
         if (o->kind == OPT_MODEL && !cli_models++)
             c->n_models = 0; /* the command line replaces STOPCAL_MODEL */

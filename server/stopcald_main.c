@@ -4,6 +4,7 @@
  * keep serving for a grace period, stop accepting, finish the work in flight, exit 0. */
 #include "config.h"
 #include "engine.h"
+#include "healthcheck.h"
 #include "log.h"
 #include "server.h"
 #include "threads.h"
@@ -106,6 +107,12 @@ int main(int argc, char **argv)
         return 0;
     if (rc < 0)
         die("%s", err);
+    if (cfg.healthcheck) {
+        if (healthcheck_probe(cfg.port, 3000, err, sizeof err) == 0)
+            return 0;
+        fprintf(stderr, "stopcald: healthcheck: %s\n", err);
+        return 1;
+    }
 
     if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK))
         die("pipe: %s", strerror(errno));

@@ -510,8 +510,26 @@ def lifecycle_tests():
                            timeout=30)
         check(p.returncode != 0 and "--max-batch" in p.stderr.decode(), p.stderr)
 
+    def test_healthcheck_flag_follows_readiness():
+        def probe(port):
+            return subprocess.run([A.stopcald, "--healthcheck", "--port", str(port)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, timeout=30)
+        srv = Server(A.stopcald, ["a=" + A.model_a], "--drain-grace-ms", "3000")
+        port = srv.port
+        p = probe(port)
+        check(p.returncode == 0, "ready server: %r" % p.stderr)
+        srv.proc.send_signal(15)
+        time.sleep(0.3)
+        p = probe(port)  # draining: not ready, still answering
+        check(p.returncode == 1 and b"HTTP 503" in p.stderr, "draining server: %r" % p.stderr)
+        check(srv.proc.wait(timeout=60) == 0, "exit status after drain")
+        srv.stop()
+        p = probe(port)
+        check(p.returncode == 1 and b"stopcald: healthcheck:" in p.stderr, "no server: %r" % p.stderr)
+
     return run_tests([test_server_drains_on_sigterm, test_stalled_upload_is_dropped_and_leaks_nothing,
-                      test_missing_default_model_exits_with_one_line, test_help_and_env_vars], 240)
+                      test_missing_default_model_exits_with_one_line, test_help_and_env_vars,
+                      test_healthcheck_flag_follows_readiness], 240)
 
 
 # ---- promtool --------------------------------------------------------------------------------------
