@@ -4,11 +4,14 @@
 
 #include <stddef.h>
 
-/* Scratch floats attention_forward_cpu needs for `tokens` tokens (one tokens×tokens score matrix). */
+/* Scratch floats attention_forward_cpu needs for `tokens` tokens to use every OpenMP thread (one
+ * block of score rows per thread). */
 size_t attention_scratch_floats_cpu(int tokens);
 
-/* out (B, T, H·64) from qkv (B, T, 3·H·64) laid out [q heads | k heads | v heads] per token. */
+/* out (B, T, H·64) from qkv (B, T, 3·H·64) laid out [q heads | k heads | v heads] per token.
+ * scratch holds scratch_floats floats (at least one block: min(T, 256)·T); fewer than
+ * attention_scratch_floats_cpu(T) just means fewer threads. */
 void attention_forward_cpu(float *out, const float *qkv, int batch, int tokens, int heads,
-                           float *scratch);
+                           float *scratch, size_t scratch_floats);
 
 #endif

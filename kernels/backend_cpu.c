@@ -131,10 +131,11 @@ static int cpu_layernorm(struct backend *be, void *out, const void *in, const vo
 static int cpu_attention(struct backend *be, void *out, const void *qkv, int batch, int tokens,
                          int heads)
 {
-    float *s = scratch(be, attention_scratch_floats_cpu(tokens));
+    size_t floats = attention_scratch_floats_cpu(tokens);
+    float *s = scratch(be, floats);
     if (!s)
         return BACKEND_ENOMEM;
-    attention_forward_cpu(out, qkv, batch, tokens, heads, s);
+    attention_forward_cpu(out, qkv, batch, tokens, heads, s, floats);
     return 0;
 }
 

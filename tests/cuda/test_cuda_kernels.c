@@ -234,7 +234,7 @@ static void test_attention_matches_reference(int B, int T, int H)
     float *qkv = random_bf16_values(n_qkv, -vmax, vmax), *want = malloc(sizeof(float) * n);
     float *scratch = malloc(sizeof(float) * attention_scratch_floats_cpu(T));
     void *d_qkv = to_device_bf16(qkv, n_qkv), *d_out = CUDA_OP(device_alloc)(n * 2);
-    attention_forward_cpu(want, qkv, B, T, H, scratch);
+    attention_forward_cpu(want, qkv, B, T, H, scratch, attention_scratch_floats_cpu(T));
     CHECK(CUDA_OP(attention)(d_out, d_qkv, B, T, H, NULL) == 0, "launch");
     float *got = from_device(d_out, n, CUDA_DTYPE_BF16);
     double *ref = widen(want, n);

@@ -107,7 +107,7 @@ static void test_attention_matches_naive_softmax(int B, int T, int H)
     float *out = malloc(sizeof(float) * B * T * D);
     float *scratch = malloc(sizeof(float) * attention_scratch_floats_cpu(T));
     double *want = malloc(sizeof(double) * B * T * D);
-    attention_forward_cpu(out, qkv, B, T, H, scratch);
+    attention_forward_cpu(out, qkv, B, T, H, scratch, attention_scratch_floats_cpu(T));
     naive_attention(want, qkv, B, T, H);
     char what[64];
     snprintf(what, sizeof what, "attention B=%d T=%d H=%d", B, T, H);

@@ -1,0 +1,488 @@
+/* bench_engine: time the CPU engine's forward pass in-process, and the machine's own sgemm rate.
+ *
+ * A benchmark, not a test: it asserts nothing. Driven by tests/bench/bench_engine.py (which runs
+ * the peers too); usable alone:
+ *
+ *   bench_engine --model M.safetensors [--batch 8] [--threads 2] [--pixels P.f32]
+ *                [--warmup 1] [--min-iters 3] [--max-iters 50] [--min-time 3]
+ *   bench_engine --sgemm 4096 [--threads 2] [--min-iters 5]
+ *   bench_engine --model M.safetensors --batch 1 --breakdown 1
+ *
+ * Model mode: opens the model, creates the CPU backend and the ViT (not timed), reserves buffers for
+ * the batch, runs --warmup untimed passes, then timed passes of vit_forward until both --min-iters
+ * and --min-time are reached (at most --max-iters). Reports the best and median pass, img/s from the
+ * best pass, the FLOPs per image counted from the architecture (the same formula as the driver),
+ * the peak RSS (getrusage ru_maxrss) and the resident set after the runs (VmRSS), and per pass the
+ * time its threads waited for a CPU (run_delay_s: other processes on our cores).
+ * --breakdown 1 then times each operation of one block alone on the CPU reference functions, at the
+ * model's shapes with random data (best of ≥3 calls each, ×depth), to say where a pass goes.
+ * Sgemm mode: C(N,N) = A(N,N)·B(N,N)ᵀ through cblas_sgemm (the layout our linear layers use) with
+ * the same thread setup as the engine; best of the timed repetitions.
+ *
+ * Output: one JSON object on stdout; a readable line on stderr. */
+#include "activations.h"
+#include "attention.h"
+#include "backend.h"
+#include "layernorm.h"
+#include "linear.h"
+#include "model.h"
+#include "threads.h"
+#include "vit.h"
+
+#include <cblas.h>
+#include <dirent.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+char *openblas_get_config(void);
+char *openblas_get_corename(void);
+int openblas_get_num_threads(void);
+
+struct options {
+    const char *model_path, *pixels_path;
+    int batch, threads, warmup, min_iters, max_iters, sgemm_n, breakdown;
+    double min_time;
+};
+
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("bench_engine: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(1);
+}
+
+static void usage(void)
+{
+    fputs("usage: bench_engine --model FILE [--batch N] [--threads N] [--pixels FILE] [--warmup N]\n"
+          "                    [--min-iters N] [--max-iters N] [--min-time SECONDS]\n"
+          "                    [--breakdown 1]\n"
+          "       bench_engine --sgemm N [--threads N] [--warmup N] [--min-iters N]\n",
+          stderr);
+    exit(2);
+}
+
+static int parse_int(const char *s, const char *what)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || v < 0 || v > 1000000)
+        die("bad %s: %s", what, s);
+    return (int)v;
+}
+
+static void parse_options(struct options *o, int argc, char **argv)
+{
+    *o = (struct options){.batch = 1, .threads = 2, .warmup = 1, .min_iters = 3, .max_iters = 50,
+                          .min_time = 3.0};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (i + 1 >= argc)
+            usage();
+        const char *val = argv[++i];
+        if (!strcmp(a, "--model"))
+            o->model_path = val;
+        else if (!strcmp(a, "--pixels"))
+            o->pixels_path = val;
+        else if (!strcmp(a, "--batch"))
+            o->batch = parse_int(val, a);
+        else if (!strcmp(a, "--threads"))
+            o->threads = parse_int(val, a);
+        else if (!strcmp(a, "--warmup"))
+            o->warmup = parse_int(val, a);
+        else if (!strcmp(a, "--min-iters"))
+            o->min_iters = parse_int(val, a);
+        else if (!strcmp(a, "--max-iters"))
+            o->max_iters = parse_int(val, a);
+        else if (!strcmp(a, "--min-time"))
+            o->min_time = atof(val);
+        else if (!strcmp(a, "--breakdown"))
+            o->breakdown = parse_int(val, a);
+        else if (!strcmp(a, "--sgemm"))
+            o->sgemm_n = parse_int(val, a);
+        else
+            usage();
+    }
+    if (!o->model_path == !o->sgemm_n)
+        usage();
+    if (o->batch < 1 || o->min_iters < 1 || o->max_iters < o->min_iters)
+        die("need batch ≥ 1 and 1 ≤ min-iters ≤ max-iters");
+}
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static long peak_rss_kib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss; /* KiB on Linux */
+}
+
+static long status_kib(const char *key)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    long v = -1;
+    size_t n = strlen(key);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, n) && line[n] == ':') {
+            v = atol(line + n + 1);
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+/* Seconds this process's threads have spent runnable but waiting for a CPU (the second field of
+ * /proc/self/task/TID/schedstat, summed over threads): other processes taking our cores show here,
+ * pass by pass, however noisy the machine. -1 where the kernel does not say. */
+static double run_delay_s(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return -1;
+    double total = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300];
+        snprintf(path, sizeof path, "/proc/self/task/%s/schedstat", e->d_name);
+        FILE *f = fopen(path, "r");
+        unsigned long long run = 0, wait = 0;
+        if (f) {
+            if (fscanf(f, "%llu %llu", &run, &wait) == 2)
+                total += 1e-9 * (double)wait;
+            fclose(f);
+        }
+    }
+    closedir(d);
+    return total;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Standard normal pixels from a fixed xorshift stream (Box–Muller), like a preprocessed image. */
+static void random_pixels(float *p, size_t n)
+{
+    uint64_t s = 0x9E3779B97F4A7C15ull;
+    for (size_t i = 0; i < n; i += 2) {
+        double u[2];
+        for (int j = 0; j < 2; j++) {
+            s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+            u[j] = ((double)(s >> 11) + 0.5) / 9007199254740992.0;
+        }
+        double r = sqrt(-2.0 * log(u[0]));
+        p[i] = (float)(r * cos(2 * M_PI * u[1]));
+        if (i + 1 < n)
+            p[i + 1] = (float)(r * sin(2 * M_PI * u[1]));
+    }
+}
+
+/* Pixels for `batch` images: from a raw fp32 file holding at least one (3,S,S) image (images are
+ * repeated when it holds fewer than batch), or random. */
+static void load_pixels(float *dst, int batch, int S, const char *path)
+{
+    const size_t img = (size_t)3 * S * S;
+    if (!path) {
+        random_pixels(dst, img * batch);
+        return;
+    }
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        die("%s: cannot open", path);
+    size_t got = fread(dst, sizeof(float), img * batch, f);
+    fclose(f);
+    if (got < img || got % img)
+        die("%s: %zu floats is not a whole number of (3,%d,%d) images", path, got, S, S);
+    for (size_t have = got / img; have < (size_t)batch; have++)
+        memcpy(dst + have * img, dst + (have % (got / img)) * img, img * sizeof(float));
+}
+
+/* FLOPs of one image's forward pass as the engine computes it (multiply-adds count 2):
+ * per block the four projections 2·T·D·(3D + D) and the FFN (MLP 2·T·D·2F; SwiGLU 2·T·D·3F),
+ * attention 4·T²·D (Q·Kᵀ and P·V), the patch embedding 2·g²·3P²·D, the head on the CLS row only. */
+static double flops_per_image(const struct model_config *c, int image_size)
+{
+    const double D = c->embed_dim, F = c->ffn_hidden_dim, P = c->patch_size, H = c->head_hidden_dim;
+    const double g = image_size / c->patch_size, T = 1 + c->num_registers + g * g;
+    const double ffn = c->ffn == MODEL_FFN_MLP ? 2 * F : 3 * F;
+    const double block = 2 * T * D * (3 * D + D + ffn) + 4 * T * T * D;
+    return c->depth * block + 2 * g * g * 3 * P * P * D + 2 * D * H + 2 * H;
+}
+
+static void print_openblas(void)
+{
+    printf("\"openblas_config\":\"%s\",\"openblas_core\":\"%s\",\"openblas_threads\":%d,",
+           openblas_get_config(), openblas_get_corename(), openblas_get_num_threads());
+}
+
+static int run_sgemm(const struct options *o)
+{
+    threads_set_compute_threads(o->threads);
+    const int n = o->sgemm_n;
+    const size_t nn = (size_t)n * n;
+    float *a = aligned_alloc(64, nn * sizeof(float)), *b = aligned_alloc(64, nn * sizeof(float));
+    float *c = aligned_alloc(64, nn * sizeof(float));
+    if (!a || !b || !c)
+        die("out of memory for %d² sgemm", n);
+    random_pixels(a, nn);
+    random_pixels(b, nn);
+    const double flops = 2.0 * n * (double)n * n;
+    int reps = o->min_iters < 3 ? 3 : o->min_iters;
+    double best = 1e30;
+    for (int i = 0; i < o->warmup + reps; i++) {
+        double t0 = now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double dt = now() - t0;
+        if (i >= o->warmup && dt < best)
+            best = dt;
+    }
+    printf("{\"mode\":\"sgemm\",\"n\":%d,\"threads\":%d,", n, o->threads);
+    print_openblas();
+    printf("\"reps\":%d,\"best_s\":%.6f,\"gflops\":%.2f,\"checksum\":%.6g}\n", reps, best,
+           flops / best * 1e-9, (double)c[nn / 2]);
+    fprintf(stderr, "sgemm %d³ (NT, %d threads, OpenBLAS %s): %.1f GFLOP/s (best of %d)\n", n,
+            o->threads, openblas_get_corename(), flops / best * 1e-9, reps);
+    free(a);
+    free(b);
+    free(c);
+    return 0;
+}
+
+/* ---- per-operation breakdown: one block's ops alone, on the CPU reference functions ---- */
+
+struct op_time {
+    const char *name;
+    double seconds; /* best single call */
+    double flops;   /* of that call, 0 for element-wise ops */
+};
+
+#define TIME_OP(out, label, fl, stmt)                                     \
+    do {                                                                  \
+        double best_ = 1e30, spent_ = 0;                                  \
+        for (int it_ = 0; it_ < 20 && (it_ < 4 || spent_ < 0.5); it_++) { \
+            double t0_ = now();                                           \
+            stmt;                                                         \
+            double dt_ = now() - t0_;                                     \
+            if (it_ > 0) { /* the first call is the warm-up */            \
+                spent_ += dt_;                                            \
+                best_ = dt_ < best_ ? dt_ : best_;                        \
+            }                                                             \
+        }                                                                 \
+        (out) = (struct op_time){label, best_, fl};                       \
+    } while (0)
+
+static float *random_buffer(size_t n, float scale)
+{
+    float *p = aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
+    if (!p)
+        die("out of memory for the breakdown");
+    random_pixels(p, n);
+    for (size_t i = 0; i < n; i++)
+        p[i] *= scale;
+    return p;
+}
+
+static void print_breakdown(const struct model_config *c, int batch, int tokens, double forward_s)
+{
+    if (c->ffn != MODEL_FFN_MLP)
+        die("--breakdown covers MLP models only");
+    const int D = c->embed_dim, F = c->ffn_hidden_dim, H = c->num_heads, T = tokens;
+    const int rows = batch * T, wide = F > 3 * D ? F : 3 * D, qkv_stride = 3 * D;
+    const float dscale = 1.0f / sqrtf((float)D), fscale = 1.0f / sqrtf((float)F);
+    float *x = random_buffer((size_t)rows * D, 1.0f), *h = random_buffer((size_t)rows * D, 1.0f);
+    float *wbuf = random_buffer((size_t)rows * wide, 1.0f), *att = random_buffer((size_t)rows * D, 1.0f);
+    float *qkv_w = random_buffer((size_t)3 * D * D, dscale), *proj_w = random_buffer((size_t)D * D, dscale);
+    float *fc1_w = random_buffer((size_t)F * D, dscale), *fc2_w = random_buffer((size_t)D * F, fscale);
+    float *bias = random_buffer((size_t)wide, 0.1f), *gamma = random_buffer((size_t)D, 0.5f);
+    const size_t score_floats = attention_scratch_floats_cpu(T);
+    float *lnw = random_buffer((size_t)D, 0.1f), *scores = random_buffer(score_floats, 0.0f);
+    for (int i = 0; i < D; i++)
+        lnw[i] += 1.0f;
+
+    enum { N_OPS = 11 };
+    struct op_time t[N_OPS];
+    int n = 0;
+    const double r = rows, d = D, f = F, tt = T;
+    TIME_OP(t[n++], "layernorm (×2)", 0, layernorm_forward_cpu(h, x, lnw, bias, rows, D, D, 1e-6f));
+    TIME_OP(t[n++], "qkv linear (bias + sgemm)", 2 * r * d * 3 * d,
+            linear_forward_cpu(wbuf, h, qkv_w, bias, rows, 3 * D, D, EPILOGUE_NONE));
+    /* the whole attention op, then its two GEMMs alone with the same arguments */
+    TIME_OP(t[n++], "attention (whole op)", 4 * batch * tt * tt * d,
+            attention_forward_cpu(att, wbuf, batch, T, H, scores, score_floats));
+    TIME_OP(t[n++], "  of which Q·Kᵀ sgemm", 2 * batch * tt * tt * d,
+            for (int b = 0; b < batch; b++) for (int hh = 0; hh < H; hh++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, 64, 0.125f,
+                            wbuf + (long)b * T * qkv_stride + hh * 64, qkv_stride,
+                            wbuf + (long)b * T * qkv_stride + D + hh * 64, qkv_stride, 0.0f,
+                            scores, T));
+    TIME_OP(t[n++], "  of which P·V sgemm", 2 * batch * tt * tt * d,
+            for (int b = 0; b < batch; b++) for (int hh = 0; hh < H; hh++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 64, T, 1.0f, scores, T,
+                            wbuf + (long)b * T * qkv_stride + 2 * D + hh * 64, qkv_stride, 0.0f,
+                            att + (long)b * T * D + hh * 64, D));
+    TIME_OP(t[n++], "proj linear", 2 * r * d * d,
+            linear_forward_cpu(h, att, proj_w, bias, rows, D, D, EPILOGUE_NONE));
+    TIME_OP(t[n++], "layerscale residual (×2)", 0, layerscale_residual_cpu(x, h, gamma, rows, D));
+    TIME_OP(t[n++], "fc1 linear (bias + sgemm)", 2 * r * d * f,
+            linear_forward_cpu(wbuf, h, fc1_w, bias, rows, F, D, EPILOGUE_NONE));
+    TIME_OP(t[n++], "GELU (fc1 epilogue)", 0, gelu_inplace_cpu(wbuf, (long)rows * F));
+    TIME_OP(t[n++], "fc2 linear", 2 * r * d * f,
+            linear_forward_cpu(h, wbuf, fc2_w, bias, rows, D, F, EPILOGUE_NONE));
+    TIME_OP(t[n++], "sgemm alone, fc1 shape (no bias)", 2 * r * d * f,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, F, D, 1.0f, h, D, fc1_w, D,
+                        0.0f, wbuf, F));
+
+    /* per forward pass: ops counted twice per block are the layernorms and layerscale residuals */
+    double block = 0;
+    printf("\"breakdown\":[");
+    for (int i = 0; i < n; i++) {
+        const int per_block = strstr(t[i].name, "(×2)") ? 2 : 1;
+        const int counted = t[i].name[0] != ' ' && strncmp(t[i].name, "sgemm alone", 11);
+        double pass = t[i].seconds * per_block * c->depth;
+        if (counted)
+            block += pass;
+        printf("%s{\"op\":\"%s\",\"call_s\":%.6f,\"per_pass_s\":%.6f,\"share\":%.4f,\"gflops\":%.1f}",
+               i ? "," : "", t[i].name, t[i].seconds, pass, pass / forward_s,
+               t[i].flops ? t[i].flops / t[i].seconds * 1e-9 : 0.0);
+    }
+    printf("],\"breakdown_sum_s\":%.6f,", block);
+    fprintf(stderr, "breakdown, batch %d, %d tokens (best single call; per pass = ×%d blocks):\n",
+            batch, T, c->depth);
+    for (int i = 0; i < n; i++) {
+        const int per_block = strstr(t[i].name, "(×2)") ? 2 : 1;
+        double pass = t[i].seconds * per_block * c->depth;
+        fprintf(stderr, "  %-34s %9.2f ms/pass %5.1f%%", t[i].name, pass * 1e3, 100 * pass / forward_s);
+        if (t[i].flops)
+            fprintf(stderr, "  %6.1f GFLOP/s", t[i].flops / t[i].seconds * 1e-9);
+        fputc('\n', stderr);
+    }
+    fprintf(stderr, "  %-34s %9.2f ms/pass vs %.2f ms measured (patch embed, head, sync not included)\n",
+            "sum of the block's ops", block * 1e3, forward_s * 1e3);
+    float *bufs[] = {x, h, wbuf, att, qkv_w, proj_w, fc1_w, fc2_w, bias, gamma, lnw, scores};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        free(bufs[i]);
+}
+
+static int run_model(const struct options *o)
+{
+    char err[512];
+    double t_load = now();
+    struct model m;
+    if (model_open(&m, o->model_path, err, sizeof err))
+        die("%s: %s", o->model_path, err);
+    struct backend be;
+    if (backend_cpu_create(&be, o->threads, err, sizeof err))
+        die("%s", err);
+    struct vit *v;
+    if (vit_create(&v, &m, &be, err, sizeof err))
+        die("loading %s: %s", o->model_path, err);
+    const int S = m.config.input_size, B = o->batch;
+    if (vit_reserve(v, B, S, err, sizeof err))
+        die("reserve: %s", err);
+    t_load = now() - t_load;
+
+    float *pixels = malloc((size_t)B * 3 * S * S * sizeof(float));
+    float *logits = malloc((size_t)B * sizeof(float));
+    double *times = malloc((size_t)o->max_iters * sizeof(double));
+    double *waits = malloc((size_t)o->max_iters * sizeof(double));
+    if (!pixels || !logits || !times || !waits)
+        die("out of memory");
+    load_pixels(pixels, B, S, o->pixels_path);
+
+    for (int i = 0; i < o->warmup; i++)
+        if (vit_forward(v, pixels, B, S, logits, err, sizeof err))
+            die("forward: %s", err);
+    size_t allocs = be.ops->alloc_count(&be);
+    int iters = 0;
+    double total = 0;
+    while (iters < o->max_iters && (iters < o->min_iters || total < o->min_time)) {
+        double w0 = run_delay_s(), t0 = now();
+        if (vit_forward(v, pixels, B, S, logits, err, sizeof err))
+            die("forward: %s", err);
+        times[iters] = now() - t0;
+        waits[iters] = run_delay_s() - w0;
+        total += times[iters++];
+    }
+    const size_t steady_allocs = be.ops->alloc_count(&be) - allocs;
+    const long peak = peak_rss_kib(), rss = status_kib("VmRSS");
+    const double flops = flops_per_image(&m.config, S);
+
+    double *sorted = malloc((size_t)iters * sizeof(double));
+    if (!sorted)
+        die("out of memory");
+    memcpy(sorted, times, (size_t)iters * sizeof(double));
+    qsort(sorted, (size_t)iters, sizeof(double), cmp_double);
+    const double best = sorted[0], worst = sorted[iters - 1];
+    const double median = iters % 2 ? sorted[iters / 2] : 0.5 * (sorted[iters / 2 - 1] + sorted[iters / 2]);
+
+    printf("{\"mode\":\"model\",\"model\":\"%s\",\"embed_dim\":%d,\"depth\":%d,\"registers\":%d,"
+           "\"image_size\":%d,\"tokens\":%d,\"batch\":%d,\"threads\":%d,",
+           o->model_path, m.config.embed_dim, m.config.depth, m.config.num_registers, S,
+           vit_tokens(v, S), B, o->threads);
+    print_openblas();
+    printf("\"load_s\":%.3f,\"warmup\":%d,\"iters\":%d,\"times_s\":[", t_load, o->warmup, iters);
+    for (int i = 0; i < iters; i++)
+        printf("%s%.6f", i ? "," : "", times[i]);
+    printf("],\"run_delay_s\":[");
+    for (int i = 0; i < iters; i++)
+        printf("%s%.6f", i ? "," : "", waits[i]);
+    printf("],\"best_s\":%.6f,\"median_s\":%.6f,\"worst_s\":%.6f,\"img_per_s\":%.4f,"
+           "\"img_per_s_median\":%.4f,\"flops_per_image\":%.6e,\"gflops\":%.2f,"
+           "\"peak_rss_kib\":%ld,\"rss_after_kib\":%ld,\"steady_allocs\":%zu,"
+           "\"backend_bytes\":%zu,\"logits\":[",
+           best, median, worst, B / best, B / median, flops, flops * B / best * 1e-9, peak, rss,
+           steady_allocs, be.ops->bytes_in_use(&be));
+    for (int i = 0; i < B; i++)
+        printf("%s%.7g", i ? "," : "", (double)logits[i]);
+    printf("]");
+    if (o->breakdown) {
+        putchar(',');
+        print_breakdown(&m.config, B, vit_tokens(v, S), best);
+        printf("\"breakdown_batch\":%d", B);
+    }
+    printf("}\n");
+    fprintf(stderr,
+            "%s: batch %d @%d, %d threads: best %.4f s, median %.4f s over %d passes → %.3f img/s, "
+            "%.1f GFLOP/s; peak RSS %.0f MiB\n",
+            o->model_path, B, S, o->threads, best, median, iters, B / best,
+            flops * B / best * 1e-9, peak / 1024.0);
+
+    free(sorted);
+    free(times);
+    free(waits);
+    free(pixels);
+    free(logits);
+    vit_destroy(v);
+    backend_destroy(&be);
+    model_close(&m);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct options o;
+    parse_options(&o, argc, argv);
+    return o.sgemm_n ? run_sgemm(&o) : run_model(&o);
+}
