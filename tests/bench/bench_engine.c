@@ -316,8 +316,10 @@ static void print_breakdown(const struct model_config *c, int batch, int tokens,
     float *qkv_w = random_buffer((size_t)3 * D * D, dscale), *proj_w = random_buffer((size_t)D * D, dscale);
     float *fc1_w = random_buffer((size_t)F * D, dscale), *fc2_w = random_buffer((size_t)D * F, fscale);
     float *bias = random_buffer((size_t)wide, 0.1f), *gamma = random_buffer((size_t)D, 0.5f);
+    /* The op's own scratch, and room for the whole T×T matrix the separate GEMM timings below use. */
     const size_t score_floats = attention_scratch_floats_cpu(T);
-    float *lnw = random_buffer((size_t)D, 0.1f), *scores = random_buffer(score_floats, 0.0f);
+    const size_t full_scores = (size_t)T * T > score_floats ? (size_t)T * T : score_floats;
+    float *lnw = random_buffer((size_t)D, 0.1f), *scores = random_buffer(full_scores, 0.0f);
     for (int i = 0; i < D; i++)
         lnw[i] += 1.0f;
 
