@@ -1,7 +1,8 @@
-/* Attention on the CPU: per (image, head, block of query rows), two BLAS GEMMs around a vectorised
- * softmax. A block's score rows (256 × 1,605 floats, 1.6 MB) stay in the core's L2 from the first
- * GEMM to the second, where the whole 10 MB score matrix would not; blocks run in parallel, each
- * with a single-threaded GEMM (OpenBLAS runs serially inside an OpenMP region). */
+/* Attention on the CPU: the dispatcher, and the portable implementation. The portable one runs,
+ * per (image, head, block of query rows), two BLAS GEMMs around a vectorised softmax. A block's
+ * score rows (256 × 1,605 floats, 1.6 MB) stay in the core's L2 from the first GEMM to the
+ * second, where the whole 10 MB score matrix would not; blocks run in parallel, each with a
+ * single-threaded GEMM (OpenBLAS runs serially inside an OpenMP region). */
 #include "attention.h"
 
 #include "fastmath.h"
@@ -10,14 +11,59 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define QUERY_BLOCK 256
 
 static int block_rows(int tokens) { return tokens < QUERY_BLOCK ? tokens : QUERY_BLOCK; }
 
+size_t attention_blas_thread_floats(int tokens) { return (size_t)block_rows(tokens) * (size_t)tokens; }
+
+enum attention_cpu_impl attention_cpu_impl_resolve(enum attention_cpu_impl impl)
+{
+    if (impl == ATTENTION_CPU_AUTO) {
+        const char *env = getenv("STOPCAL_CPU_ATTENTION");
+        impl = env && strcmp(env, "blas") == 0 ? ATTENTION_CPU_BLAS : ATTENTION_CPU_FUSED;
+    }
+    if (impl == ATTENTION_CPU_FUSED && !attention_fused_available())
+        impl = ATTENTION_CPU_BLAS;
+    return impl;
+}
+
+static size_t thread_floats(enum attention_cpu_impl impl, int tokens)
+{
+    return impl == ATTENTION_CPU_FUSED ? attention_fused_thread_floats(tokens)
+                                       : attention_blas_thread_floats(tokens);
+}
+
 size_t attention_scratch_floats_cpu(int tokens)
 {
-    return (size_t)omp_get_max_threads() * (size_t)block_rows(tokens) * (size_t)tokens;
+    size_t blas = attention_blas_thread_floats(tokens);
+    size_t fused = attention_fused_available() ? attention_fused_thread_floats(tokens) : 0;
+    return (size_t)omp_get_max_threads() * (blas > fused ? blas : fused);
+}
+
+void attention_forward_cpu_impl(enum attention_cpu_impl impl, float *out, const float *qkv,
+                                int batch, int tokens, int heads, float *scratch,
+                                size_t scratch_floats)
+{
+    impl = attention_cpu_impl_resolve(impl);
+    /* As many threads as the scratch has slots for, whatever the thread count is now. */
+    size_t slots = scratch_floats / thread_floats(impl, tokens);
+    int max = omp_get_max_threads();
+    int threads = slots < 1 ? 1 : slots > (size_t)max ? max : (int)slots;
+    if (impl == ATTENTION_CPU_FUSED)
+        attention_fused_forward(out, qkv, batch, tokens, heads, scratch, threads);
+    else
+        attention_blas_forward(out, qkv, batch, tokens, heads, scratch, threads);
+}
+
+void attention_forward_cpu(float *out, const float *qkv, int batch, int tokens, int heads,
+                           float *scratch, size_t scratch_floats)
+{
+    attention_forward_cpu_impl(ATTENTION_CPU_AUTO, out, qkv, batch, tokens, heads, scratch,
+                               scratch_floats);
 }
 
 SIMD_CLONES static void softmax_row(float *s, int cols)
@@ -37,18 +83,15 @@ SIMD_CLONES static void softmax_row(float *s, int cols)
         s[j] *= inv;
 }
 
-void attention_forward_cpu(float *out, const float *qkv, int batch, int tokens, int heads,
-                           float *scratch, size_t scratch_floats)
+void attention_blas_forward(float *out, const float *qkv, int batch, int tokens, int heads,
+                            float *scratch, int threads)
 {
     const int hd = 64, dim = heads * hd, qkv_stride = 3 * dim;
     const float scale = 0.125f; /* 1/√64, exact */
     const int rows_per_block = block_rows(tokens);
     const int blocks = (tokens + rows_per_block - 1) / rows_per_block;
     const long tasks = (long)batch * heads * blocks;
-    /* As many threads as the scratch has score blocks for, whatever the thread count is now. */
-    int slots = (int)(scratch_floats / ((size_t)rows_per_block * (size_t)tokens));
-    slots = slots < 1 ? 1 : slots;
-#pragma omp parallel for schedule(dynamic) num_threads(slots)
+#pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (long task = 0; task < tasks; task++) {
         const int b = (int)(task / ((long)heads * blocks)), h = (int)(task / blocks % heads);
         const int row0 = (int)(task % blocks) * rows_per_block;

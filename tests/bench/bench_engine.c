@@ -32,6 +32,7 @@
 #include <cblas.h>
 #include <dirent.h>
 #include <math.h>
+#include <omp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -304,46 +305,70 @@ static float *random_buffer(size_t n, float scale)
     return p;
 }
 
+/* One of the BLAS attention's two GEMMs alone (0: Q·Kᵀ, 1: P·V), laid out and threaded as
+ * kernels/attention_cpu.c runs them: tasks of (image, head, block of ≤ 256 query rows) shared among
+ * the OpenMP threads, each with a single-threaded sgemm into its own block of score rows. Mirrors
+ * that file (its block size included); keep the two in step. */
+static void attention_gemms(float *out, const float *qkv, int batch, int tokens, int heads,
+                            float *scores_all, int which)
+{
+    const int hd = 64, dim = heads * hd, qkv_stride = 3 * dim;
+    const int block = tokens < 256 ? tokens : 256, blocks = (tokens + block - 1) / block;
+    const long tasks = (long)batch * heads * blocks;
+#pragma omp parallel for schedule(dynamic)
+    for (long task = 0; task < tasks; task++) {
+        const int b = (int)(task / ((long)heads * blocks)), h = (int)(task / blocks % heads);
+        const int row0 = (int)(task % blocks) * block;
+        const int rows = tokens - row0 < block ? tokens - row0 : block;
+        float *scores = scores_all + (size_t)omp_get_thread_num() * block * tokens;
+        const float *base = qkv + (long)b * tokens * qkv_stride;
+        if (which == 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, tokens, hd, 0.125f,
+                        base + (long)row0 * qkv_stride + h * hd, qkv_stride, base + dim + h * hd,
+                        qkv_stride, 0.0f, scores, tokens);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, tokens, 1.0f, scores,
+                        tokens, base + 2 * dim + h * hd, qkv_stride, 0.0f,
+                        out + ((long)b * tokens + row0) * dim + h * hd, dim);
+    }
+}
+
 static void print_breakdown(const struct model_config *c, int batch, int tokens, double forward_s)
 {
     if (c->ffn != MODEL_FFN_MLP)
         die("--breakdown covers MLP models only");
     const int D = c->embed_dim, F = c->ffn_hidden_dim, H = c->num_heads, T = tokens;
-    const int rows = batch * T, wide = F > 3 * D ? F : 3 * D, qkv_stride = 3 * D;
+    const int rows = batch * T, wide = F > 3 * D ? F : 3 * D;
     const float dscale = 1.0f / sqrtf((float)D), fscale = 1.0f / sqrtf((float)F);
     float *x = random_buffer((size_t)rows * D, 1.0f), *h = random_buffer((size_t)rows * D, 1.0f);
     float *wbuf = random_buffer((size_t)rows * wide, 1.0f), *att = random_buffer((size_t)rows * D, 1.0f);
     float *qkv_w = random_buffer((size_t)3 * D * D, dscale), *proj_w = random_buffer((size_t)D * D, dscale);
     float *fc1_w = random_buffer((size_t)F * D, dscale), *fc2_w = random_buffer((size_t)D * F, fscale);
     float *bias = random_buffer((size_t)wide, 0.1f), *gamma = random_buffer((size_t)D, 0.5f);
-    /* The op's own scratch, and room for the whole T×T matrix the separate GEMM timings below use. */
+    /* The op's own scratch (one block of score rows per thread), shared by the GEMM timings. */
     const size_t score_floats = attention_scratch_floats_cpu(T);
-    const size_t full_scores = (size_t)T * T > score_floats ? (size_t)T * T : score_floats;
-    float *lnw = random_buffer((size_t)D, 0.1f), *scores = random_buffer(full_scores, 0.0f);
+    float *lnw = random_buffer((size_t)D, 0.1f), *scores = random_buffer(score_floats, 0.0f);
     for (int i = 0; i < D; i++)
         lnw[i] += 1.0f;
 
-    enum { N_OPS = 11 };
+    enum { N_OPS = 12 };
     struct op_time t[N_OPS];
     int n = 0;
     const double r = rows, d = D, f = F, tt = T;
     TIME_OP(t[n++], "layernorm (×2)", 0, layernorm_forward_cpu(h, x, lnw, bias, rows, D, D, 1e-6f));
     TIME_OP(t[n++], "qkv linear (bias + sgemm)", 2 * r * d * 3 * d,
             linear_forward_cpu(wbuf, h, qkv_w, bias, rows, 3 * D, D, EPILOGUE_NONE));
-    /* the whole attention op, then its two GEMMs alone with the same arguments */
-    TIME_OP(t[n++], "attention (whole op)", 4 * batch * tt * tt * d,
-            attention_forward_cpu(att, wbuf, batch, T, H, scores, score_floats));
-    TIME_OP(t[n++], "  of which Q·Kᵀ sgemm", 2 * batch * tt * tt * d,
-            for (int b = 0; b < batch; b++) for (int hh = 0; hh < H; hh++)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, 64, 0.125f,
-                            wbuf + (long)b * T * qkv_stride + hh * 64, qkv_stride,
-                            wbuf + (long)b * T * qkv_stride + D + hh * 64, qkv_stride, 0.0f,
-                            scores, T));
-    TIME_OP(t[n++], "  of which P·V sgemm", 2 * batch * tt * tt * d,
-            for (int b = 0; b < batch; b++) for (int hh = 0; hh < H; hh++)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 64, T, 1.0f, scores, T,
-                            wbuf + (long)b * T * qkv_stride + 2 * D + hh * 64, qkv_stride, 0.0f,
-                            att + (long)b * T * D + hh * 64, D));
+    /* The attention op as the engine runs it (counted), then the portable BLAS form beside it
+     * and each of that form's two GEMMs alone, run as it runs them (not counted). */
+    const int fused = attention_cpu_impl_resolve(ATTENTION_CPU_AUTO) == ATTENTION_CPU_FUSED;
+    TIME_OP(t[n++], fused ? "attention (fused AVX-512 kernel)" : "attention (BLAS form)",
+            4 * batch * tt * tt * d, attention_forward_cpu(att, wbuf, batch, T, H, scores, score_floats));
+    TIME_OP(t[n++], "  attention, BLAS form", 4 * batch * tt * tt * d,
+            attention_forward_cpu_impl(ATTENTION_CPU_BLAS, att, wbuf, batch, T, H, scores, score_floats));
+    TIME_OP(t[n++], "    of which Q·Kᵀ sgemm", 2 * batch * tt * tt * d,
+            attention_gemms(att, wbuf, batch, T, H, scores, 0));
+    TIME_OP(t[n++], "    of which P·V sgemm", 2 * batch * tt * tt * d,
+            attention_gemms(att, wbuf, batch, T, H, scores, 1));
     TIME_OP(t[n++], "proj linear", 2 * r * d * d,
             linear_forward_cpu(h, att, proj_w, bias, rows, D, D, EPILOGUE_NONE));
     TIME_OP(t[n++], "layerscale residual (×2)", 0, layerscale_residual_cpu(x, h, gamma, rows, D));

@@ -2,7 +2,7 @@
 """CPU engine benchmark: stopcal vs PyTorch eager vs ONNX Runtime on the same weights and threads.
 
 Run everything (creates .venv-bench with onnxruntime + onnx if needed, builds Release in
-build-bench, then runs this driver; ~15 minutes on 2 cores):
+build-bench, then runs this driver; about 15–20 minutes on 2 quiet cores):
 
     bash tests/bench/run_engine_bench.sh [--markdown FILE] [driver options]
 
@@ -31,12 +31,13 @@ difference from torch, to show they computed the same thing.
 Iterations (every count is in the table), per round: S@224 1 warm-up + ≥5 timed passes and ≥3 s;
 B@560 ours and ORT 1 warm-up + ≥3 timed (batch 1) or ≥2 timed (batch 8) and ≥3 s; torch B@560
 (several seconds per image) 1 warm-up + 2 timed at batch 1 and a single timed pass, no warm-up, at
-batch 8, in the first round only. --rounds (default 2) repeats the measurements with the engines
-alternating, in fresh processes, because this machine's speed changes by tens of % from one minute
-to the next (other jobs, and the host under the VM); every figure is the best pass over all
-rounds, the median in parentheses. Before each measurement the driver waits (--wait-quiet, default
-30 s) for the CPUs to go idle, and the table gives, for each best pass, how long its threads waited
-for a CPU (schedstat run delay), and the share of the CPUs other processes used.
+batch 8, in the first round only. --rounds (default 3, at most 2 at 560 px) repeats every
+measurement with the engines alternating, in fresh processes, because this machine's speed changes
+by tens of % from one minute to the next (other jobs, and the host under the VM); every figure is
+the best pass over all rounds, the median in parentheses. Before each measurement the driver waits
+(--wait-quiet, default 30 s) for the CPUs to go idle, and the table gives, for each best pass, how
+long its threads waited for a CPU (schedstat run delay), and the share of the CPUs other processes
+used.
 
 OPENBLAS_CORETYPE is never set or unset here: if it is in the environment, every process inherits
 it and the header says so.
@@ -319,9 +320,9 @@ def main(argv=None):
     p.add_argument("--json", help="write every raw measurement as JSON to this file")
     p.add_argument("--workdir", help="keep models and exports here instead of a temp dir")
     p.add_argument("--quick", action="store_true", help="one pass per slow case (a smoke run)")
-    p.add_argument("--rounds", type=int, default=2,
-                   help="measure every engine this many times, alternating (default 2; torch "
-                   "at 560 px only once)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="measure every engine this many times, alternating (default 3; at 560 px "
+                   "at most 2, and torch there only once)")
     p.add_argument("--breakdown", default="s224,b560", metavar="CASES",
                    help="cases whose batch-1 run also times each operation of a block alone "
                    "(bench_engine --breakdown; default s224,b560; '' for none)")
@@ -375,7 +376,8 @@ def main(argv=None):
                 rb = r["batches"][b] = {}
                 # Rounds alternate the engines so that each meets the machine's good and bad
                 # moments alike; every engine's figure is its best pass over all rounds.
-                for rnd in range(args.rounds):
+                rounds = min(args.rounds, 2) if size >= 500 else args.rounds
+                for rnd in range(rounds):
                     w, lo, hi, mt = iteration_plan(case, "ours", b, args.quick)
                     breakdown = rnd == 0 and b == 1 and case in args.breakdown.split(",")
                     res = run_json([args.exe, "--model", model, "--pixels", pixels, "--batch",

@@ -7,7 +7,8 @@
 #    from PyPI, numpy held at Debian's version so torch keeps working) if it is missing;
 # 2. builds bench_engine in Release in build-bench;
 # 3. runs tests/bench/bench_engine.py with the arguments given (see its --help); it prints one
-#    markdown table. About 15 minutes on two cores.
+#    markdown table. About 15–20 minutes on two quiet cores; longer when other jobs make it wait
+#    for a quiet machine (--wait-quiet).
 # OPENBLAS_CORETYPE is passed through untouched if set.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)

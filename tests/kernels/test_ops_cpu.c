@@ -100,19 +100,48 @@ static void naive_attention(double *out, const float *qkv, int B, int T, int H)
     free(s);
 }
 
-static void test_attention_matches_naive_softmax(int B, int T, int H)
+static void test_attention_matches_naive_softmax(enum attention_cpu_impl impl, int B, int T, int H)
 {
     const size_t D = (size_t)H * 64;
     float *qkv = random_floats((size_t)B * T * 3 * D, -2, 2);
     float *out = malloc(sizeof(float) * B * T * D);
     float *scratch = malloc(sizeof(float) * attention_scratch_floats_cpu(T));
     double *want = malloc(sizeof(double) * B * T * D);
-    attention_forward_cpu(out, qkv, B, T, H, scratch, attention_scratch_floats_cpu(T));
+    attention_forward_cpu_impl(impl, out, qkv, B, T, H, scratch, attention_scratch_floats_cpu(T));
     naive_attention(want, qkv, B, T, H);
-    char what[64];
-    snprintf(what, sizeof what, "attention B=%d T=%d H=%d", B, T, H);
+    char what[96];
+    snprintf(what, sizeof what, "attention (%s) B=%d T=%d H=%d",
+             impl == ATTENTION_CPU_FUSED ? "fused" : "blas", B, T, H);
     CHECK(check_close(what, out, want, (size_t)B * T * D, 2e-6, 2e-5), "%s", what);
     free(qkv), free(out), free(scratch), free(want);
+}
+
+/* Both implementations over shapes that hit every tail: one token, fewer keys than a panel, rows
+ * not a multiple of the tile, a thread boundary inside a head, several images and heads, and the
+ * B/14 @560 token count. Where the CPU lacks AVX-512 the fused request runs the BLAS form, so the
+ * test says which one it really checked. */
+static void test_attention_implementations(void)
+{
+    static const int shapes[][3] = {{1, 1, 1}, {2, 37, 2}, {1, 261, 3}, {3, 33, 1}, {1, 1601, 1}};
+    const enum attention_cpu_impl impls[] = {ATTENTION_CPU_BLAS, ATTENTION_CPU_FUSED};
+    for (size_t i = 0; i < sizeof impls / sizeof *impls; i++)
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+            test_attention_matches_naive_softmax(impls[i], shapes[s][0], shapes[s][1], shapes[s][2]);
+    printf("attention: fused AVX-512 kernel %s on this CPU\n",
+           attention_fused_available() ? "checked" : "not available (BLAS form checked twice)");
+    /* A scratch with room for one thread only still gives the right answer. */
+    const int T = 50, H = 2;
+    float *qkv = random_floats((size_t)T * 3 * H * 64, -2, 2);
+    float *out = malloc(sizeof(float) * T * H * 64);
+    double *want = malloc(sizeof(double) * T * H * 64);
+    size_t one = attention_fused_thread_floats(T) > attention_blas_thread_floats(T)
+                     ? attention_fused_thread_floats(T) : attention_blas_thread_floats(T);
+    float *scratch = malloc(sizeof(float) * one);
+    attention_forward_cpu(out, qkv, 1, T, H, scratch, one);
+    naive_attention(want, qkv, 1, T, H);
+    CHECK(check_close("attention, one thread's scratch", out, want, (size_t)T * H * 64, 2e-6, 2e-5),
+          "attention with a one-thread scratch");
+    free(qkv), free(out), free(want), free(scratch);
 }
 
 static void test_patch_embed_matches_naive_conv(int R)
@@ -223,9 +252,7 @@ int main(void)
     test_fast_expf_matches_libm();
     test_gelu_matches_exact_erf();
     test_layernorm_matches_double_reference();
-    test_attention_matches_naive_softmax(1, 1, 1);
-    test_attention_matches_naive_softmax(2, 37, 2);
-    test_attention_matches_naive_softmax(1, 261, 3);
+    test_attention_implementations();
     test_patch_embed_matches_naive_conv(0);
     test_patch_embed_matches_naive_conv(4);
     test_linear_epilogues();
