@@ -17,7 +17,9 @@ enum backend_status {
 };
 
 enum weight_kind {
-    WEIGHT_MATRIX, /* a GEMM operand (N, K), row-major; may be stored in reduced precision */
+    WEIGHT_MATRIX, /* the weight of the linear op, (N, K) row-major; the backend may store it in its
+                    * own layout (CPU: packed panels) or precision (GPU: bf16) */
+    WEIGHT_PATCH,  /* the patch-embedding weight (D, 3·P·P) row-major; may be reduced precision */
     WEIGHT_VECTOR, /* biases, norms, LayerScale, tokens, positional tables: kept in fp32 */
 };
 
@@ -33,10 +35,12 @@ struct backend_ops {
     const char *name;
     void (*destroy)(struct backend *be);
 
-    /* Memory. alloc returns NULL on failure (message set). upload copies n fp32 values from the host. */
+    /* Memory. alloc returns NULL on failure (message set). upload copies n fp32 values from the host;
+     * upload_weight copies a rows × cols weight (a vector: rows = 1) and keeps it as `kind` says. */
     void *(*alloc)(struct backend *be, size_t n_elements);
     void (*release)(struct backend *be, void *buf);
-    void *(*upload_weight)(struct backend *be, const float *host, size_t n_elements, enum weight_kind kind);
+    void *(*upload_weight)(struct backend *be, const float *host, size_t rows, size_t cols,
+                           enum weight_kind kind);
     int (*upload)(struct backend *be, void *dst, const float *host, size_t n_elements);
     int (*download)(struct backend *be, float *host, const void *src, size_t n_elements);
 

@@ -1,15 +1,19 @@
 /* The CPU backend: buffers are fp32 arrays, ops are the C reference functions (BLAS for GEMMs,
  * OpenMP for the rest). Scratch space grows to the largest shape seen during warm-up and is then
- * reused, so steady-state forward passes allocate nothing. */
+ * reused, so steady-state forward passes allocate nothing. On AVX-512 CPUs the linear weights are
+ * packed once at upload for linear_packed.c, and attention runs fused (attention_fused.c);
+ * STOPCAL_CPU_GEMM=blas keeps them raw for OpenBLAS instead. */
 #include "backend.h"
 
 #include "activations.h"
 #include "attention.h"
 #include "layernorm.h"
 #include "linear.h"
+#include "linear_packed.h"
 #include "patch_embed.h"
 #include "threads.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,11 +26,17 @@ struct cpu_ctx {
     size_t scratch_floats;
 };
 
-/* Every buffer carries its size in front so release can keep bytes_in_use honest. */
+/* Every buffer carries its size in front so release can keep bytes_in_use honest, and, for a
+ * packed linear weight, the (N, K) it was packed as. 64 bytes, so payloads are cache-line aligned
+ * (the packed kernel's aligned loads need it). */
 struct cpu_header {
     size_t bytes;
-    size_t pad; /* keeps the payload 16-byte aligned */
+    int packed_n, packed_k; /* 0, 0: a plain row-major array */
+    unsigned char pad[48];
 };
+_Static_assert(sizeof(struct cpu_header) == 64, "payloads must stay 64-byte aligned");
+
+static struct cpu_header *header_of(const void *buf) { return (struct cpu_header *)buf - 1; }
 
 static int set_error(struct backend *be, int code, const char *fmt, ...)
 {
@@ -47,6 +57,7 @@ static void *cpu_alloc(struct backend *be, size_t n)
         return NULL;
     }
     h->bytes = bytes;
+    h->packed_n = h->packed_k = 0;
     c->bytes_in_use += bytes;
     c->alloc_count++;
     return h + 1;
@@ -57,17 +68,34 @@ static void cpu_release(struct backend *be, void *buf)
     if (!buf)
         return;
     struct cpu_ctx *c = be->ctx;
-    struct cpu_header *h = (struct cpu_header *)buf - 1;
+    struct cpu_header *h = header_of(buf);
     c->bytes_in_use -= h->bytes;
     free(h);
 }
 
-static void *cpu_upload_weight(struct backend *be, const float *host, size_t n, enum weight_kind kind)
+static int pack_linear_weights(void)
 {
-    (void)kind; /* the CPU keeps every weight in fp32 */
+    const char *env = getenv("STOPCAL_CPU_GEMM");
+    return linear_packed_available() && !(env && strcmp(env, "blas") == 0);
+}
+
+/* Every weight stays fp32; linear weights whose N is a multiple of the panel width are packed. */
+static void *cpu_upload_weight(struct backend *be, const float *host, size_t rows, size_t cols,
+                               enum weight_kind kind)
+{
+    const size_t n = rows * cols;
+    const int pack = kind == WEIGHT_MATRIX && rows % LINEAR_PANEL == 0 && rows <= INT_MAX &&
+                     cols >= 1 && cols <= INT_MAX && pack_linear_weights();
     float *w = cpu_alloc(be, n);
-    if (w)
+    if (!w)
+        return NULL;
+    if (pack) {
+        linear_pack_weight(w, host, (int)rows, (int)cols);
+        header_of(w)->packed_n = (int)rows;
+        header_of(w)->packed_k = (int)cols;
+    } else {
         memcpy(w, host, n * sizeof(float));
+    }
     return w;
 }
 
@@ -115,8 +143,15 @@ static int cpu_patch_embed(struct backend *be, void *x, const void *pixels, cons
 static int cpu_linear(struct backend *be, void *out, const void *in, const void *weight,
                       const void *bias, int m, int n, int k, enum linear_epilogue epilogue)
 {
-    (void)be;
-    linear_forward_cpu(out, in, weight, bias, m, n, k, epilogue);
+    const struct cpu_header *w = header_of(weight);
+    if (!w->packed_n) {
+        linear_forward_cpu(out, in, weight, bias, m, n, k, epilogue);
+        return 0;
+    }
+    if (w->packed_n != n || w->packed_k != k)
+        return set_error(be, BACKEND_EINVAL, "linear: weight packed as (%d, %d), used as (%d, %d)",
+                         w->packed_n, w->packed_k, n, k);
+    linear_packed_forward(out, in, weight, bias, m, n, k, epilogue);
     return 0;
 }
 

@@ -264,9 +264,11 @@ void cu_release(struct backend *be, void *p)
     free(b);
 }
 
-void *cu_upload_weight(struct backend *be, const float *host, size_t n, enum weight_kind kind)
+void *cu_upload_weight(struct backend *be, const float *host, size_t rows, size_t cols,
+                       enum weight_kind kind)
 {
-    const int type = kind == WEIGHT_MATRIX ? CUDA_DTYPE_BF16 : CUDA_DTYPE_F32;
+    const size_t n = rows * cols;
+    const int type = kind == WEIGHT_VECTOR ? CUDA_DTYPE_F32 : CUDA_DTYPE_BF16;
     void *b = alloc_bytes(be, n * elem_bytes(type), type);
     if (!b)
         return nullptr;

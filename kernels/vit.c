@@ -66,13 +66,15 @@ static void *upload(struct vit *v, const struct model *m, const char *name, enum
         return NULL;
     }
     size_t n = model_tensor_numel(t);
+    /* Matrices as (first dim, the rest); vectors and token tables as one row. */
+    size_t rows = kind == WEIGHT_VECTOR || t->ndim < 1 ? 1 : (size_t)t->shape[0];
     float *host = malloc(n * sizeof(float));
     if (!host) {
         *rc = fail(err, errlen, BACKEND_ENOMEM, "out of memory widening %s", name);
         return NULL;
     }
     model_tensor_to_f32(t, host);
-    void *dev = v->be->ops->upload_weight(v->be, host, n, kind);
+    void *dev = v->be->ops->upload_weight(v->be, host, rows, rows ? n / rows : 0, kind);
     free(host);
     if (!dev)
         *rc = fail(err, errlen, BACKEND_ENOMEM, "uploading %s: %s", name, v->be->error);
@@ -100,7 +102,7 @@ int vit_create(struct vit **out, const struct model *m, struct backend *be, char
     v->cls = upload(v, m, "cls_token", VEC, &rc, err, errlen);
     if (c->num_registers > 0)
         v->registers = upload(v, m, "register_tokens", VEC, &rc, err, errlen);
-    v->patch_w = upload(v, m, "patch_embed.proj.weight", MAT, &rc, err, errlen);
+    v->patch_w = upload(v, m, "patch_embed.proj.weight", WEIGHT_PATCH, &rc, err, errlen);
     v->patch_b = upload(v, m, "patch_embed.proj.bias", VEC, &rc, err, errlen);
     const char *in = c->ffn == MODEL_FFN_MLP ? "mlp.fc1" : "mlp.w12";
     const char *outp = c->ffn == MODEL_FFN_MLP ? "mlp.fc2" : "mlp.w3";
@@ -207,7 +209,7 @@ static int ensure_pos(struct vit *v, int grid, char *err, size_t errlen)
     if (v->be->ops->graph_forget)
         v->be->ops->graph_forget(v->be, v);
     v->be->ops->release(v->be, v->pos);
-    v->pos = v->be->ops->upload_weight(v->be, host, n, WEIGHT_VECTOR);
+    v->pos = v->be->ops->upload_weight(v->be, host, 1, n, WEIGHT_VECTOR);
     free(host);
     v->pos_grid = v->pos ? grid : 0;
     if (!v->pos)

@@ -7,6 +7,7 @@
 #include "fastmath.h"
 #include "layernorm.h"
 #include "linear.h"
+#include "linear_packed.h"
 #include "patch_embed.h"
 #include "sha256.h"
 #include "threads.h"
@@ -179,30 +180,55 @@ static void test_patch_embed_matches_naive_conv(int R)
     free(pix), free(w), free(bias), free(cls), free(reg), free(pos), free(x), free(scratch), free(want);
 }
 
+/* One linear layer against a double reference: through OpenBLAS, and (where the CPU has AVX-512)
+ * through the packed kernel, whose shapes are chosen to hit every tail: one row, rows not a
+ * multiple of the 8-row tile, more rows than one 64-row block, k of 1, k past one 256 chunk. */
+static void check_linear(int packed, int M, int N, int K, enum linear_epilogue epilogue, int with_bias)
+{
+    float *in = random_floats((size_t)M * K, -1, 1), *w = random_floats((size_t)N * K, -1, 1);
+    float *b = with_bias ? random_floats(N, -1, 1) : NULL, *out = malloc(sizeof(float) * M * N);
+    float *wp = malloc(sizeof(float) * linear_packed_floats(N, K));
+    double *want = malloc(sizeof(double) * M * N);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double acc = b ? b[j] : 0;
+            for (int k = 0; k < K; k++)
+                acc += (double)in[(size_t)i * K + k] * w[(size_t)j * K + k];
+            if (epilogue == EPILOGUE_GELU)
+                acc = 0.5 * acc * (1 + erf(acc / sqrt(2.0)));
+            if (epilogue == EPILOGUE_RELU)
+                acc = acc > 0 ? acc : 0;
+            want[(size_t)i * N + j] = acc;
+        }
+    if (packed) {
+        linear_pack_weight(wp, w, N, K);
+        linear_packed_forward(out, in, wp, b, M, N, K, epilogue);
+    } else {
+        linear_forward_cpu(out, in, w, b, M, N, K, epilogue);
+    }
+    static const char *names[] = {"none", "gelu", "relu"};
+    char what[96];
+    snprintf(what, sizeof what, "linear %s M=%d N=%d K=%d epilogue %s%s", packed ? "packed" : "blas",
+             M, N, K, names[epilogue], b ? "" : " no bias");
+    /* fp32 sums of K terms of size ≤ 1: allow K·ε relative to the sum's scale */
+    double tol = 2e-6 * (K > 64 ? K / 64.0 : 1);
+    CHECK(check_close(what, out, want, (size_t)M * N, tol, tol), "%s", what);
+    free(in), free(w), free(b), free(out), free(wp), free(want);
+}
+
 static void test_linear_epilogues(void)
 {
-    const int M = 5, N = 19, K = 33;
-    float *in = random_floats((size_t)M * K, -1, 1), *w = random_floats((size_t)N * K, -1, 1);
-    float *b = random_floats(N, -1, 1), *out = malloc(sizeof(float) * M * N);
-    double *want = malloc(sizeof(double) * M * N);
-    enum linear_epilogue kinds[] = {EPILOGUE_NONE, EPILOGUE_GELU, EPILOGUE_RELU};
-    const char *names[] = {"linear", "linear+gelu", "linear+relu"};
-    for (int e = 0; e < 3; e++) {
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++) {
-                double acc = b[j];
-                for (int k = 0; k < K; k++)
-                    acc += (double)in[i * K + k] * w[j * K + k];
-                if (kinds[e] == EPILOGUE_GELU)
-                    acc = 0.5 * acc * (1 + erf(acc / sqrt(2.0)));
-                if (kinds[e] == EPILOGUE_RELU)
-                    acc = acc > 0 ? acc : 0;
-                want[i * N + j] = acc;
-            }
-        linear_forward_cpu(out, in, w, b, M, N, K, kinds[e]);
-        CHECK(check_close(names[e], out, want, (size_t)M * N, 2e-6, 2e-6), "%s", names[e]);
+    for (int e = EPILOGUE_NONE; e <= EPILOGUE_RELU; e++)
+        check_linear(0, 5, 19, 33, (enum linear_epilogue)e, 1);
+    if (!linear_packed_available()) {
+        printf("linear: packed AVX-512 kernel not available on this CPU (not checked)\n");
+        return;
     }
-    free(in), free(w), free(b), free(out), free(want);
+    static const int shapes[][3] = {{1, 32, 1}, {9, 64, 17}, {70, 96, 300}, {257, 32, 384}, {8, 128, 513}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int e = EPILOGUE_NONE; e <= EPILOGUE_RELU; e++)
+            check_linear(1, shapes[s][0], shapes[s][1], shapes[s][2], (enum linear_epilogue)e, 1);
+    check_linear(1, 13, 64, 40, EPILOGUE_NONE, 0);
 }
 
 static void test_swiglu_and_layerscale(void)
