@@ -8,9 +8,6 @@
 void gelu_inplace_cpu(float *x, long n);
 void relu_inplace_cpu(float *x, long n);
 
-/* The same GELU on one span, on the calling thread (an epilogue inside a parallel kernel). */
-void gelu_span_cpu(float *x, long n);
-
 /* x (rows, cols) += bias (cols) on every row. */
 void bias_add_cpu(float *x, const float *bias, long rows, int cols);
 

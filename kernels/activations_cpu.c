@@ -23,8 +23,6 @@ SIMD_CLONES static void bias_span(float *restrict x, const float *restrict bias,
         x[i] += bias[i];
 }
 
-void gelu_span_cpu(float *x, long n) { gelu_span(x, n); }
-
 void gelu_inplace_cpu(float *x, long n)
 {
     const long chunk = 4096;

@@ -28,33 +28,13 @@ size_t attention_fused_thread_floats(int tokens)
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
+#include "avx512_math.h"
+
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
 
-#define AVX512 __attribute__((target("avx512f")))
-
 int attention_fused_available(void) { return __builtin_cpu_supports("avx512f"); }
-
-/* 2^x for x ≤ 0 (scores minus their row maximum): x = n + f with |f| ≤ ½, 2^f by its Taylor series
- * in f·ln2 to degree 7 (truncation < 6e-9, the same form as fast_expf), scaled by 2^n with
- * vscalefps, which also handles the underflow towards 0 correctly. */
-AVX512 static inline __m512 exp2_nonpositive(__m512 x)
-{
-    x = _mm512_max_ps(x, _mm512_set1_ps(-150.0f)); /* 2^-150 rounds to 0 either way */
-    __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 f = _mm512_sub_ps(x, n);
-    __m512 p = _mm512_set1_ps(1.5252733804059840e-05f); /* ln2⁷/7! */
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.5403530393381609e-04f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558146428443e-03f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291076284772e-03f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504108664821580e-02f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022650695910071e-01f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718055994531e-01f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
 
 /* Kp: panels of 32 keys, each [64 dims][32 keys]; Vp: [keys][64 dims]; both zero past `tokens`. */
 AVX512 static void pack_head(float *restrict kp, float *restrict vp, const float *k, const float *v,

@@ -6,11 +6,9 @@
  * of 256 so the 32 KB weight chunk stays in L1/L2 across the block's 8 tiles. Tasks are ordered
  * panel-major and split in contiguous ranges over the threads, so each thread keeps to its own
  * panels (the weights it reads stay in its L2) and reads the input, which all threads share, from
- * L2/L3. The bias seeds the accumulators; ReLU is applied in registers and GELU on the stored tile
- * while it is in L1, with the same function as the unfused path (gelu_span_cpu). */
+ * L2/L3. The bias seeds the accumulators; ReLU and GELU (avx512_math.h) are applied in registers
+ * before the tile is stored. */
 #include "linear_packed.h"
-
-#include "activations.h"
 
 size_t linear_packed_floats(int n, int k) { return (size_t)n * (size_t)k; }
 
@@ -27,9 +25,7 @@ void linear_pack_weight(float *packed, const float *weight, int n, int k)
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-
-#define AVX512 __attribute__((target("avx512f")))
+#include "avx512_math.h"
 #define TILE_ROWS 8
 #define ROW_BLOCK 64
 #define K_CHUNK 256
@@ -76,13 +72,15 @@ AVX512 static void tile_8x32(float *c, int ldc, const float *a, int lda, int row
             acc[r][0] = _mm512_max_ps(acc[r][0], _mm512_setzero_ps());
             acc[r][1] = _mm512_max_ps(acc[r][1], _mm512_setzero_ps());
         }
+    if (last && epilogue == EPILOGUE_GELU)
+        for (int r = 0; r < rows; r++) {
+            acc[r][0] = gelu_avx512(acc[r][0]);
+            acc[r][1] = gelu_avx512(acc[r][1]);
+        }
     for (int r = 0; r < rows; r++) {
         _mm512_storeu_ps(c + (size_t)r * ldc, acc[r][0]);
         _mm512_storeu_ps(c + (size_t)r * ldc + 16, acc[r][1]);
     }
-    if (last && epilogue == EPILOGUE_GELU)
-        for (int r = 0; r < rows; r++)
-            gelu_span_cpu(c + (size_t)r * ldc, LINEAR_PANEL);
 }
 
 void linear_packed_forward(float *out, const float *in, const float *packed, const float *bias,

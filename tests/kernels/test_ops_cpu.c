@@ -229,6 +229,27 @@ static void test_linear_epilogues(void)
         for (int e = EPILOGUE_NONE; e <= EPILOGUE_RELU; e++)
             check_linear(1, shapes[s][0], shapes[s][1], shapes[s][2], (enum linear_epilogue)e, 1);
     check_linear(1, 13, 64, 40, EPILOGUE_NONE, 0);
+
+    /* The in-register GELU over its whole range: out = gelu(x + bias) with K = 1 and unit weights,
+     * x from -9 to 9, so the erf tails, the sign and zero are all met. */
+    const int M = 721, N = 32;
+    float *in = malloc(sizeof(float) * M), *w = malloc(sizeof(float) * N), *b = malloc(sizeof(float) * N);
+    float *wp = malloc(sizeof(float) * N), *out = malloc(sizeof(float) * M * N);
+    double *want = malloc(sizeof(double) * M * N);
+    for (int i = 0; i < M; i++)
+        in[i] = -9.0f + 18.0f * i / (M - 1);
+    for (int j = 0; j < N; j++)
+        w[j] = 1.0f, b[j] = 0.0007f * j;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double x = (double)(in[i] + b[j]);
+            want[i * N + j] = 0.5 * x * (1 + erf(x / sqrt(2.0)));
+        }
+    linear_pack_weight(wp, w, N, 1);
+    linear_packed_forward(out, in, wp, b, M, N, 1, EPILOGUE_GELU);
+    CHECK(check_close("packed GELU epilogue on [-9, 9]", out, want, (size_t)M * N, 5e-7, 5e-7),
+          "packed GELU epilogue");
+    free(in), free(w), free(b), free(wp), free(out), free(want);
 }
 
 static void test_swiglu_and_layerscale(void)
