@@ -14,7 +14,7 @@
  * best pass, the FLOPs per image counted from the architecture (the same formula as the driver),
  * the peak RSS (getrusage ru_maxrss) and the resident set after the runs (VmRSS), and per pass the
  * time its threads waited for a CPU (run_delay_s: other processes on our cores).
- * --breakdown 1 then times each operation of one block alone on the CPU reference functions, at the
+ * --breakdown 1 then times each operation of one block alone, as the CPU backend runs it, at the
  * model's shapes with random data (best of ≥3 calls each, ×depth), to say where a pass goes.
  * Sgemm mode: C(N,N) = A(N,N)·B(N,N)ᵀ through cblas_sgemm (the layout our linear layers use) with
  * the same thread setup as the engine; best of the timed repetitions.
@@ -25,6 +25,7 @@
 #include "backend.h"
 #include "layernorm.h"
 #include "linear.h"
+#include "linear_packed.h"
 #include "model.h"
 #include "threads.h"
 #include "vit.h"
@@ -271,7 +272,7 @@ static int run_sgemm(const struct options *o)
     return 0;
 }
 
-/* ---- per-operation breakdown: one block's ops alone, on the CPU reference functions ---- */
+/* ---- per-operation breakdown: one block's ops alone, as the CPU backend runs them ---- */
 
 struct op_time {
     const char *name;
@@ -333,7 +334,18 @@ static void attention_gemms(float *out, const float *qkv, int batch, int tokens,
     }
 }
 
-static void print_breakdown(const struct model_config *c, int batch, int tokens, double forward_s)
+/* A random (n, k) linear weight uploaded through the backend, so it is laid out (packed or raw)
+ * exactly as the engine's are. */
+static void *bench_weight(struct backend *be, const float *host, int n, int k)
+{
+    void *w = be->ops->upload_weight(be, host, (size_t)n, (size_t)k, WEIGHT_MATRIX);
+    if (!w)
+        die("uploading a %d×%d weight: %s", n, k, be->error);
+    return w;
+}
+
+static void print_breakdown(struct backend *be, const struct model_config *c, int batch, int tokens,
+                            double forward_s)
 {
     if (c->ffn != MODEL_FFN_MLP)
         die("--breakdown covers MLP models only");
@@ -345,21 +357,27 @@ static void print_breakdown(const struct model_config *c, int batch, int tokens,
     float *qkv_w = random_buffer((size_t)3 * D * D, dscale), *proj_w = random_buffer((size_t)D * D, dscale);
     float *fc1_w = random_buffer((size_t)F * D, dscale), *fc2_w = random_buffer((size_t)D * F, fscale);
     float *bias = random_buffer((size_t)wide, 0.1f), *gamma = random_buffer((size_t)D, 0.5f);
+    void *qkv_wb = bench_weight(be, qkv_w, 3 * D, D), *proj_wb = bench_weight(be, proj_w, D, D);
+    void *fc1_wb = bench_weight(be, fc1_w, F, D), *fc2_wb = bench_weight(be, fc2_w, D, F);
     /* The op's own scratch (one block of score rows per thread), shared by the GEMM timings. */
     const size_t score_floats = attention_scratch_floats_cpu(T);
     float *lnw = random_buffer((size_t)D, 0.1f), *scores = random_buffer(score_floats, 0.0f);
     for (int i = 0; i < D; i++)
         lnw[i] += 1.0f;
+    const struct backend_ops *ops = be->ops;
+    const char *gemm = getenv("STOPCAL_CPU_GEMM");
+    const int packed = linear_packed_available() && !(gemm && strcmp(gemm, "blas") == 0);
 
-    enum { N_OPS = 12 };
+    enum { N_OPS = 13 };
     struct op_time t[N_OPS];
     int n = 0;
     const double r = rows, d = D, f = F, tt = T;
+    /* Lines starting with a space are shown for comparison and not added to the block's sum. */
     TIME_OP(t[n++], "layernorm (×2)", 0, layernorm_forward_cpu(h, x, lnw, bias, rows, D, D, 1e-6f));
-    TIME_OP(t[n++], "qkv linear (bias + sgemm)", 2 * r * d * 3 * d,
-            linear_forward_cpu(wbuf, h, qkv_w, bias, rows, 3 * D, D, EPILOGUE_NONE));
-    /* The attention op as the engine runs it (counted), then the portable BLAS form beside it
-     * and each of that form's two GEMMs alone, run as it runs them (not counted). */
+    TIME_OP(t[n++], packed ? "qkv linear (packed kernel)" : "qkv linear (OpenBLAS)", 2 * r * d * 3 * d,
+            ops->linear(be, wbuf, h, qkv_wb, bias, rows, 3 * D, D, EPILOGUE_NONE));
+    /* The attention op as the engine runs it, then the portable BLAS form beside it and each of
+     * that form's two GEMMs alone, run as it runs them. */
     const int fused = attention_cpu_impl_resolve(ATTENTION_CPU_AUTO) == ATTENTION_CPU_FUSED;
     TIME_OP(t[n++], fused ? "attention (fused AVX-512 kernel)" : "attention (BLAS form)",
             4 * batch * tt * tt * d, attention_forward_cpu(att, wbuf, batch, T, H, scores, score_floats));
@@ -370,14 +388,15 @@ static void print_breakdown(const struct model_config *c, int batch, int tokens,
     TIME_OP(t[n++], "    of which P·V sgemm", 2 * batch * tt * tt * d,
             attention_gemms(att, wbuf, batch, T, H, scores, 1));
     TIME_OP(t[n++], "proj linear", 2 * r * d * d,
-            linear_forward_cpu(h, att, proj_w, bias, rows, D, D, EPILOGUE_NONE));
+            ops->linear(be, h, att, proj_wb, bias, rows, D, D, EPILOGUE_NONE));
     TIME_OP(t[n++], "layerscale residual (×2)", 0, layerscale_residual_cpu(x, h, gamma, rows, D));
-    TIME_OP(t[n++], "fc1 linear (bias + sgemm)", 2 * r * d * f,
-            linear_forward_cpu(wbuf, h, fc1_w, bias, rows, F, D, EPILOGUE_NONE));
-    TIME_OP(t[n++], "GELU (fc1 epilogue)", 0, gelu_inplace_cpu(wbuf, (long)rows * F));
+    TIME_OP(t[n++], "fc1 linear + GELU", 2 * r * d * f,
+            ops->linear(be, wbuf, h, fc1_wb, bias, rows, F, D, EPILOGUE_GELU));
+    TIME_OP(t[n++], "  fc1 linear without GELU", 2 * r * d * f,
+            ops->linear(be, wbuf, h, fc1_wb, bias, rows, F, D, EPILOGUE_NONE));
     TIME_OP(t[n++], "fc2 linear", 2 * r * d * f,
-            linear_forward_cpu(h, wbuf, fc2_w, bias, rows, D, F, EPILOGUE_NONE));
-    TIME_OP(t[n++], "sgemm alone, fc1 shape (no bias)", 2 * r * d * f,
+            ops->linear(be, h, wbuf, fc2_wb, bias, rows, D, F, EPILOGUE_NONE));
+    TIME_OP(t[n++], "  OpenBLAS sgemm, fc1 shape", 2 * r * d * f,
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, F, D, 1.0f, h, D, fc1_w, D,
                         0.0f, wbuf, F));
 
@@ -386,7 +405,7 @@ static void print_breakdown(const struct model_config *c, int batch, int tokens,
     printf("\"breakdown\":[");
     for (int i = 0; i < n; i++) {
         const int per_block = strstr(t[i].name, "(×2)") ? 2 : 1;
-        const int counted = t[i].name[0] != ' ' && strncmp(t[i].name, "sgemm alone", 11);
+        const int counted = t[i].name[0] != ' ';
         double pass = t[i].seconds * per_block * c->depth;
         if (counted)
             block += pass;
@@ -410,6 +429,9 @@ static void print_breakdown(const struct model_config *c, int batch, int tokens,
     float *bufs[] = {x, h, wbuf, att, qkv_w, proj_w, fc1_w, fc2_w, bias, gamma, lnw, scores};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         free(bufs[i]);
+    void *weights[] = {qkv_wb, proj_wb, fc1_wb, fc2_wb};
+    for (size_t i = 0; i < sizeof weights / sizeof *weights; i++)
+        ops->release(be, weights[i]);
 }
 
 static int run_model(const struct options *o)
@@ -486,7 +508,7 @@ static int run_model(const struct options *o)
     printf("]");
     if (o->breakdown) {
         putchar(',');
-        print_breakdown(&m.config, B, vit_tokens(v, S), best);
+        print_breakdown(&be, &m.config, B, vit_tokens(v, S), best);
         printf("\"breakdown_batch\":%d", B);
     }
     printf("}\n");
