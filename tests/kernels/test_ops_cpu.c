@@ -182,7 +182,8 @@ static void test_patch_embed_matches_naive_conv(int R)
 
 /* One linear layer against a double reference: through OpenBLAS, and (where the CPU has AVX-512)
  * through the packed kernel, whose shapes are chosen to hit every tail: one row, rows not a
- * multiple of the 8-row tile, more rows than one 64-row block, k of 1, k past one 256 chunk. */
+ * multiple of the 8-row tile, more rows than one 64-row block, k of 1, k past one 256 chunk, and
+ * an input too large for one row super-block (k = 8192: 256 rows each). */
 static void check_linear(int packed, int M, int N, int K, enum linear_epilogue epilogue, int with_bias)
 {
     float *in = random_floats((size_t)M * K, -1, 1), *w = random_floats((size_t)N * K, -1, 1);
@@ -224,7 +225,8 @@ static void test_linear_epilogues(void)
         printf("linear: packed AVX-512 kernel not available on this CPU (not checked)\n");
         return;
     }
-    static const int shapes[][3] = {{1, 32, 1}, {9, 64, 17}, {70, 96, 300}, {257, 32, 384}, {8, 128, 513}};
+    static const int shapes[][3] = {{1, 32, 1}, {9, 64, 17}, {70, 96, 300}, {257, 32, 384}, {8, 128, 513},
+                                    {300, 32, 8192}};
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
         for (int e = EPILOGUE_NONE; e <= EPILOGUE_RELU; e++)
             check_linear(1, shapes[s][0], shapes[s][1], shapes[s][2], (enum linear_epilogue)e, 1);
