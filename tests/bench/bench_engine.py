@@ -468,9 +468,11 @@ def render_breakdown(raw, cases):
     if not rows:
         return []
     head = [c for c, _ in rows]
-    out = ["", "Where our batch-1 pass goes: each operation of a block timed alone on the CPU "
-           "reference functions at the model's shapes (best call × blocks; % of the measured "
-           "pass; GFLOP/s for GEMMs). Indented rows are parts of the row above.", "",
+    out = ["", "Where our batch-1 pass goes: each operation of a block timed alone, as the CPU "
+           "backend runs it, at the model's shapes with random data (best call × blocks; % of the "
+           "measured pass; GFLOP/s for GEMMs). Indented rows are not counted in the sum: the "
+           "portable BLAS attention and its GEMMs, fc1 without its fused GELU, and OpenBLAS's "
+           "sgemm at the fc1 shape, for comparison.", "",
            "| op | " + " | ".join(f"{c}: ms/pass (%, GFLOP/s)" for c in head) + " |",
            "|---|" + "---|" * len(head)]
     ops = [x["op"] for x in rows[0][1]["breakdown"]]
