@@ -31,10 +31,12 @@ difference from torch, to show they computed the same thing.
 Iterations (every count is in the table), per round: S@224 1 warm-up + ≥5 timed passes and ≥3 s;
 B@560 ours and ORT 1 warm-up + ≥3 timed (batch 1) or ≥2 timed (batch 8) and ≥3 s; torch B@560
 (several seconds per image) 1 warm-up + 2 timed at batch 1 and a single timed pass, no warm-up, at
-batch 8, in the first round only. --rounds (default 3, at most 2 at 560 px) repeats every
+batch 8, in the first round only. --rounds (default 5, at most 2 at 560 px) repeats every
 measurement with the engines alternating, in fresh processes, because this machine's speed changes
-by tens of % from one minute to the next (other jobs, and the host under the VM); every figure is
-the best pass over all rounds, the median in parentheses. Before each measurement the driver waits
+by tens of % from one minute to the next (other jobs, and the host under the VM), and because some
+engines are bimodal from one process to the next (ONNX Runtime's S/14 @224 batch 1 runs at either
+~10.8 or ~15.7 img/s here, same model and settings, about one fresh process in three fast); every
+figure is the best pass over all rounds, the median in parentheses. Before each measurement the driver waits
 (--wait-quiet, default 30 s) for the CPUs to go idle, and the table gives, for each best pass, how
 long its threads waited for a CPU (schedstat run delay), and the share of the CPUs other processes
 used.
@@ -320,8 +322,8 @@ def main(argv=None):
     p.add_argument("--json", help="write every raw measurement as JSON to this file")
     p.add_argument("--workdir", help="keep models and exports here instead of a temp dir")
     p.add_argument("--quick", action="store_true", help="one pass per slow case (a smoke run)")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="measure every engine this many times, alternating (default 3; at 560 px "
+    p.add_argument("--rounds", type=int, default=5,
+                   help="measure every engine this many times, alternating (default 5; at 560 px "
                    "at most 2, and torch there only once)")
     p.add_argument("--breakdown", default="s224,b560", metavar="CASES",
                    help="cases whose batch-1 run also times each operation of a block alone "
