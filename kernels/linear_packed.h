@@ -1,4 +1,4 @@
-/* Linear layers on weights packed once at load, for AVX-512 CPUs. OpenBLAS repacks the weight
+/* Linear layers on weights packed once at load, for x86 CPUs with AVX-512 or AVX2. OpenBLAS repacks the weight
  * matrix on every call, which at ViT-S/14 @224 (257 rows) costs ~7% of a forward pass; packing it
  * once, into exactly the layout the register tile reads, removes that, and owning the kernel lets
  * the bias and GELU happen while the output tile is still in registers/L1. */
@@ -12,8 +12,12 @@
 /* Output columns per packed panel; a weight with N not a multiple of it stays with BLAS. */
 #define LINEAR_PANEL 32
 
-/* Whether this CPU and build can run the packed kernel (AVX-512F). */
+/* Whether this CPU and build can run the packed kernel: AVX-512F, or AVX2 with FMA. */
 int linear_packed_available(void);
+
+/* The instruction set the kernel runs with ("avx512" or "avx2"; NULL: none): the widest the CPU
+ * has, or "avx2" where STOPCAL_CPU_GEMM=avx2 asks for it (tests and benchmarks of that path). */
+const char *linear_packed_isa(void);
 
 /* Floats the packed form of an (n, k) weight takes (n·k: packing only reorders). */
 size_t linear_packed_floats(int n, int k);

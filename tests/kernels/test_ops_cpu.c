@@ -217,14 +217,9 @@ static void check_linear(int packed, int M, int N, int K, enum linear_epilogue e
     free(in), free(w), free(b), free(out), free(wp), free(want);
 }
 
-static void test_linear_epilogues(void)
+static void check_packed_linear(const char *isa)
 {
-    for (int e = EPILOGUE_NONE; e <= EPILOGUE_RELU; e++)
-        check_linear(0, 5, 19, 33, (enum linear_epilogue)e, 1);
-    if (!linear_packed_available()) {
-        printf("linear: packed AVX-512 kernel not available on this CPU (not checked)\n");
-        return;
-    }
+    printf("linear: checking the packed %s kernel\n", isa);
     static const int shapes[][3] = {{1, 32, 1}, {9, 64, 17}, {70, 96, 300}, {257, 32, 384}, {8, 128, 513},
                                     {300, 32, 8192}};
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
@@ -252,6 +247,24 @@ static void test_linear_epilogues(void)
     CHECK(check_close("packed GELU epilogue on [-9, 9]", out, want, (size_t)M * N, 5e-7, 5e-7),
           "packed GELU epilogue");
     free(in), free(w), free(b), free(wp), free(out), free(want);
+}
+
+static void test_linear_epilogues(void)
+{
+    for (int e = EPILOGUE_NONE; e <= EPILOGUE_RELU; e++)
+        check_linear(0, 5, 19, 33, (enum linear_epilogue)e, 1);
+    /* Each instruction set the CPU has; STOPCAL_CPU_GEMM=avx2 selects the AVX2 tile on an
+     * AVX-512 CPU. */
+    static const char *isas[] = {"avx512", "avx2"};
+    for (size_t i = 0; i < sizeof isas / sizeof *isas; i++) {
+        setenv("STOPCAL_CPU_GEMM", isas[i], 1);
+        const char *got = linear_packed_isa();
+        if (got && strcmp(got, isas[i]) == 0)
+            check_packed_linear(isas[i]);
+        else
+            printf("linear: packed %s kernel not available on this CPU (not checked)\n", isas[i]);
+    }
+    unsetenv("STOPCAL_CPU_GEMM");
 }
 
 static void test_swiglu_and_layerscale(void)
