@@ -1,11 +1,13 @@
-/* SHA-256 per FIPS 180-4: a straight, unrolled-by-nothing implementation. The model file is hashed
- * once at load, so clarity matters more than speed here. */
+/* SHA-256 per FIPS 180-4: a straight, unrolled-by-nothing portable implementation, and the CPU's SHA
+ * extensions where it has them (sha256_shani.c), for whole runs of blocks. */
 #include "sha256.h"
+
+#include "sha256_internal.h"
 
 #include <stdio.h>
 #include <string.h>
 
-static const uint32_t round_constants[64] = {
+const uint32_t sha256_round_constants[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
     0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
     0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
@@ -33,7 +35,7 @@ static void compress(uint32_t state[8], const uint8_t block[64])
     uint32_t e = state[4], f = state[5], g = state[6], h = state[7];
     for (int i = 0; i < 64; i++) {
         uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) +
-                      round_constants[i] + w[i];
+                      sha256_round_constants[i] + w[i];
         uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
         h = g;
         g = f;
@@ -46,6 +48,27 @@ static void compress(uint32_t state[8], const uint8_t block[64])
     }
     state[0] += a; state[1] += b; state[2] += c; state[3] += d;
     state[4] += e; state[5] += f; state[6] += g; state[7] += h;
+}
+
+/* -1: not yet asked; then whether whole blocks go to the SHA extensions. */
+static int use_shani = -1;
+
+int sha256_accelerated(int enable)
+{
+    use_shani = enable && sha256_shani_available();
+    return use_shani;
+}
+
+static void compress_blocks(uint32_t state[8], const uint8_t *blocks, size_t n)
+{
+    if (use_shani < 0)
+        use_shani = sha256_shani_available();
+    if (use_shani) {
+        sha256_compress_shani(state, blocks, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        compress(state, blocks + 64 * i);
 }
 
 void sha256_init(struct sha256 *h)
@@ -63,9 +86,10 @@ void sha256_update(struct sha256 *h, const void *data, size_t len)
     h->length_bytes += len;
     while (len > 0) {
         if (h->block_used == 0 && len >= 64) {
-            compress(h->state, p);
-            p += 64;
-            len -= 64;
+            size_t n = len / 64;
+            compress_blocks(h->state, p, n);
+            p += 64 * n;
+            len -= 64 * n;
             continue;
         }
         size_t take = 64 - h->block_used;
@@ -76,7 +100,7 @@ void sha256_update(struct sha256 *h, const void *data, size_t len)
         p += take;
         len -= take;
         if (h->block_used == 64) {
-            compress(h->state, h->block);
+            compress_blocks(h->state, h->block, 1);
             h->block_used = 0;
         }
     }

@@ -18,4 +18,9 @@ void sha256_update(struct sha256 *h, const void *data, size_t len);
 void sha256_final_hex(struct sha256 *h, char hex[65]);
 void sha256_hex(const void *data, size_t len, char hex[65]);
 
+/* The CPU's SHA extensions are used where present; sha256_accelerated(0) turns them off (tests
+ * compare both), (1) back on. Returns whether they are now in use. Not thread-safe: call before
+ * hashing starts. */
+int sha256_accelerated(int enable);
+
 #endif

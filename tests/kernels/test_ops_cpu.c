@@ -288,16 +288,63 @@ static void test_swiglu_and_layerscale(void)
     free(in), free(out), free(want), free(x), free(y), free(gamma);
 }
 
-static void test_sha256_known_vectors(void)
+/* FIPS 180-4 vectors, and a million 'a's fed in uneven pieces, through one implementation. */
+static void check_sha256_vectors(const char *which)
 {
     char hex[65];
     sha256_hex("", 0, hex);
-    CHECK(strcmp(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855") == 0, "%s", hex);
+    CHECK(strcmp(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855") == 0, "%s: %s", which, hex);
     sha256_hex("abc", 3, hex);
-    CHECK(strcmp(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0, "%s", hex);
+    CHECK(strcmp(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0, "%s: %s", which, hex);
     const char *two_blocks = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
     sha256_hex(two_blocks, strlen(two_blocks), hex);
-    CHECK(strcmp(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1") == 0, "%s", hex);
+    CHECK(strcmp(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1") == 0, "%s: %s", which, hex);
+    char *a = malloc(1000000);
+    memset(a, 'a', 1000000);
+    struct sha256 h;
+    sha256_init(&h);
+    for (size_t at = 0, step = 1; at < 1000000; at += step, step = step * 7 % 997 + 1)
+        sha256_update(&h, a + at, at + step > 1000000 ? 1000000 - at : step);
+    sha256_final_hex(&h, hex);
+    CHECK(strcmp(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0") == 0,
+          "%s, a million 'a': %s", which, hex);
+    free(a);
+}
+
+/* Both implementations on the vectors, then against each other on every length up to five blocks
+ * and on one large buffer. */
+static void test_sha256_known_vectors(void)
+{
+    sha256_accelerated(0);
+    check_sha256_vectors("portable");
+    if (!sha256_accelerated(1)) {
+        printf("sha256: SHA extensions not available on this CPU (portable code checked)\n");
+        return;
+    }
+    check_sha256_vectors("SHA-NI");
+    size_t big = 3u << 20;
+    unsigned char *buf = malloc(big);
+    unsigned long long rng = 5;
+    for (size_t i = 0; i < big; i++)
+        buf[i] = (unsigned char)(test_uniform(&rng, 0, 256));
+    int same = 1;
+    for (size_t len = 0; len <= 320 && same; len++) {
+        char fast[65], slow[65];
+        sha256_hex(buf, len, fast);
+        sha256_accelerated(0);
+        sha256_hex(buf, len, slow);
+        sha256_accelerated(1);
+        same = strcmp(fast, slow) == 0;
+        CHECK(same, "SHA-NI and portable differ at %zu bytes", len);
+    }
+    char fast[65], slow[65];
+    sha256_hex(buf, big, fast);
+    sha256_accelerated(0);
+    sha256_hex(buf, big, slow);
+    sha256_accelerated(1);
+    CHECK(strcmp(fast, slow) == 0, "SHA-NI and portable differ on 3 MiB");
+    printf("sha256: SHA-NI and portable agree (lengths 0-320 and 3 MiB)\n");
+    free(buf);
 }
 
 static void test_thread_budget_respects_slurm(void)
