@@ -5,17 +5,18 @@
 #include <stddef.h>
 
 /* Two implementations compute the same thing. BLAS: two OpenBLAS GEMMs around a softmax, per
- * block of query rows; runs anywhere. FUSED: one AVX-512 kernel per 8 query rows that keeps the
- * score rows in cache and never writes normalised probabilities; needs AVX-512F. AUTO picks FUSED
- * where the CPU has it. */
+ * block of query rows; runs anywhere. FUSED: one kernel per tile of query rows that keeps the score
+ * rows in cache and never writes normalised probabilities; needs AVX-512F or AVX2 + FMA. AUTO
+ * picks FUSED where the CPU can run it. */
 enum attention_cpu_impl { ATTENTION_CPU_AUTO, ATTENTION_CPU_BLAS, ATTENTION_CPU_FUSED };
 
-/* Whether this CPU (and this build) can run ATTENTION_CPU_FUSED. */
+/* Whether this CPU (and this build) can run ATTENTION_CPU_FUSED, and with which instruction set
+ * ("avx512", or "avx2" where the CPU lacks AVX-512 or STOPCAL_CPU_ATTENTION=avx2; NULL: none). */
 int attention_fused_available(void);
+const char *attention_fused_isa(void);
 
-/* What AUTO resolves to here: FUSED where available, else BLAS. STOPCAL_CPU_ATTENTION=blas|fused
- * in the environment overrides it (for benchmarks and for bisecting a suspected kernel bug);
- * "fused" on a CPU without AVX-512 falls back to BLAS. */
+/* What AUTO resolves to here: FUSED where available, else BLAS. STOPCAL_CPU_ATTENTION=blas in the
+ * environment forces BLAS (for benchmarks and for bisecting a suspected kernel bug). */
 enum attention_cpu_impl attention_cpu_impl_resolve(enum attention_cpu_impl impl);
 
 /* Scratch floats attention_forward_cpu needs for `tokens` tokens to use every OpenMP thread, with
@@ -38,7 +39,7 @@ void attention_forward_cpu_impl(enum attention_cpu_impl impl, float *out, const 
 size_t attention_blas_thread_floats(int tokens);
 size_t attention_fused_thread_floats(int tokens);
 
-/* The implementations themselves (attention_cpu.c, attention_fused.c); `threads` is how many
+/* The implementations themselves (attention_cpu.c, attention_fused*.c); `threads` is how many
  * per-thread scratch slots the caller's scratch holds. */
 void attention_blas_forward(float *out, const float *qkv, int batch, int tokens, int heads,
                             float *scratch, int threads);

@@ -374,12 +374,19 @@ static void print_breakdown(struct backend *be, const struct model_config *c, in
     const double r = rows, d = D, f = F, tt = T;
     /* Lines starting with a space are shown for comparison and not added to the block's sum. */
     TIME_OP(t[n++], "layernorm (×2)", 0, layernorm_forward_cpu(h, x, lnw, bias, rows, D, D, 1e-6f));
-    TIME_OP(t[n++], packed ? "qkv linear (packed kernel)" : "qkv linear (OpenBLAS)", 2 * r * d * 3 * d,
+    const char *gemm_isa = linear_packed_isa();
+    TIME_OP(t[n++], !packed ? "qkv linear (OpenBLAS)"
+                    : gemm_isa && strcmp(gemm_isa, "avx2") == 0 ? "qkv linear (packed AVX2 kernel)"
+                                                                : "qkv linear (packed kernel)",
+            2 * r * d * 3 * d,
             ops->linear(be, wbuf, h, qkv_wb, bias, rows, 3 * D, D, EPILOGUE_NONE));
     /* The attention op as the engine runs it, then the portable BLAS form beside it and each of
      * that form's two GEMMs alone, run as it runs them. */
     const int fused = attention_cpu_impl_resolve(ATTENTION_CPU_AUTO) == ATTENTION_CPU_FUSED;
-    TIME_OP(t[n++], fused ? "attention (fused AVX-512 kernel)" : "attention (BLAS form)",
+    const char *isa = attention_fused_isa();
+    TIME_OP(t[n++], !fused ? "attention (BLAS form)"
+                    : isa && strcmp(isa, "avx2") == 0 ? "attention (fused AVX2 kernel)"
+                                                      : "attention (fused AVX-512 kernel)",
             4 * batch * tt * tt * d, attention_forward_cpu(att, wbuf, batch, T, H, scores, score_floats));
     TIME_OP(t[n++], "  attention, BLAS form", 4 * batch * tt * tt * d,
             attention_forward_cpu_impl(ATTENTION_CPU_BLAS, att, wbuf, batch, T, H, scores, score_floats));
