@@ -16,9 +16,9 @@
 #include "attention.h"
 
 #include "attention_fused_internal.h"
+#include "cpu_isa.h"
 
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 /* Packed K and V, the tile's score rows, the Q tile, and 16 floats to align the start. */
@@ -34,12 +34,11 @@ size_t attention_fused_thread_floats(int tokens)
 /* AVX-512 where the CPU has it, else AVX2 + FMA; STOPCAL_CPU_ATTENTION=avx2 asks for AVX2. */
 static const struct attention_isa *fused_isa(void)
 {
-    const int has512 = __builtin_cpu_supports("avx512f");
-    const int has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    const char *env = getenv("STOPCAL_CPU_ATTENTION");
-    if (env && strcmp(env, "avx2") == 0 && has2)
-        return &attention_isa_avx2;
-    return has512 ? &attention_isa_avx512 : has2 ? &attention_isa_avx2 : NULL;
+    switch (cpu_isa_select("STOPCAL_CPU_ATTENTION")) {
+    case CPU_ISA_AVX512: return &attention_isa_avx512;
+    case CPU_ISA_AVX2: return &attention_isa_avx2;
+    default: return NULL;
+    }
 }
 
 int attention_fused_available(void) { return fused_isa() != NULL; }

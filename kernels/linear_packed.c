@@ -10,10 +10,8 @@
  * seeds the accumulators; ReLU and GELU are applied in registers before the tile is stored. */
 #include "linear_packed.h"
 
+#include "cpu_isa.h"
 #include "linear_packed_tiles.h"
-
-#include <stdlib.h>
-#include <string.h>
 
 size_t linear_packed_floats(int n, int k) { return (size_t)n * (size_t)k; }
 
@@ -42,15 +40,14 @@ struct tile_isa {
 static const struct tile_isa isa_avx512 = {"avx512", linear_tile_avx512_8x32, 8, 32};
 static const struct tile_isa isa_avx2 = {"avx2", linear_tile_avx2_6x16, 6, 16};
 
-/* The widest instruction set the CPU has, or the one STOPCAL_CPU_GEMM names if the CPU has it. */
+/* The widest instruction set the CPU has; STOPCAL_CPU_GEMM=avx2 asks for AVX2. */
 static const struct tile_isa *tile_isa(void)
 {
-    const int has512 = __builtin_cpu_supports("avx512f");
-    const int has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    const char *env = getenv("STOPCAL_CPU_GEMM");
-    if (env && strcmp(env, "avx2") == 0 && has2)
-        return &isa_avx2;
-    return has512 ? &isa_avx512 : has2 ? &isa_avx2 : NULL;
+    switch (cpu_isa_select("STOPCAL_CPU_GEMM")) {
+    case CPU_ISA_AVX512: return &isa_avx512;
+    case CPU_ISA_AVX2: return &isa_avx2;
+    default: return NULL;
+    }
 }
 
 int linear_packed_available(void) { return tile_isa() != NULL; }
