@@ -1,7 +1,7 @@
-/* Vector exp2 and GELU for the AVX-512 kernels (attention_fused.c, linear_packed.c), evaluated in
- * registers so neither kernel makes an extra pass over memory for them. Same approximations and
- * error bounds as fastmath.h's scalar forms. Include only where __x86_64__ and GCC intrinsics are
- * available; the functions carry their own target attribute. */
+/* Vector exp2 and GELU for the AVX-512 kernels (attention_fused_avx512.c, linear_packed_avx512.c),
+ * evaluated in registers so neither kernel makes an extra pass over memory for them. Same
+ * approximations and error bounds as fastmath.h's scalar forms. Include only where __x86_64__ and
+ * GCC intrinsics are available; the functions carry their own target attribute. */
 #ifndef STOPCAL_AVX512_MATH_H
 #define STOPCAL_AVX512_MATH_H
 

@@ -2,7 +2,7 @@
  * OpenMP for the rest). Scratch space grows to the largest shape seen during warm-up and is then
  * reused, so steady-state forward passes allocate nothing. On CPUs with AVX-512 or AVX2 the linear
  * weights are packed once at upload for linear_packed.c (STOPCAL_CPU_GEMM=blas keeps them raw for
- * OpenBLAS instead); with AVX-512 attention runs fused too (attention_fused.c). */
+ * OpenBLAS instead), and attention runs fused (attention_fused.c). */
 #include "backend.h"
 
 #include "activations.h"

@@ -1,7 +1,7 @@
-/* Linear layers on weights packed once at load, for x86 CPUs with AVX-512 or AVX2. OpenBLAS repacks the weight
- * matrix on every call, which at ViT-S/14 @224 (257 rows) costs ~7% of a forward pass; packing it
- * once, into exactly the layout the register tile reads, removes that, and owning the kernel lets
- * the bias and GELU happen while the output tile is still in registers/L1. */
+/* Linear layers on weights packed once at load, for x86 CPUs with AVX-512 or AVX2. OpenBLAS repacks
+ * the weight matrix on every call, which at ViT-S/14 @224 (257 rows) costs ~7% of a forward pass;
+ * packing it once, into exactly the layout the register tiles read, removes that, and owning the
+ * kernel lets the bias and GELU happen while the output tile is still in registers. */
 #ifndef STOPCAL_LINEAR_PACKED_H
 #define STOPCAL_LINEAR_PACKED_H
 

@@ -190,9 +190,9 @@ static void test_patch_embed_matches_naive_conv(int R)
     free(pix), free(w), free(bias), free(cls), free(reg), free(pos), free(x), free(scratch), free(want);
 }
 
-/* One linear layer against a double reference: through OpenBLAS, and (where the CPU has AVX-512)
- * through the packed kernel, whose shapes are chosen to hit every tail: one row, rows not a
- * multiple of the 8-row tile, more rows than one 64-row block, k of 1, k past one 256 chunk, and
+/* One linear layer against a double reference, through OpenBLAS or through the packed kernel
+ * (with the instruction set the caller selected). The packed shapes below hit every tail: one row,
+ * rows not a multiple of the tile, more rows than one row block, k of 1, k past one 256 chunk, and
  * an input too large for one row super-block (k = 8192: 256 rows each). */
 static void check_linear(int packed, int M, int N, int K, enum linear_epilogue epilogue, int with_bias)
 {
