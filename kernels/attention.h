@@ -11,12 +11,13 @@
 enum attention_cpu_impl { ATTENTION_CPU_AUTO, ATTENTION_CPU_BLAS, ATTENTION_CPU_FUSED };
 
 /* Whether this CPU (and this build) can run ATTENTION_CPU_FUSED, and with which instruction set
- * ("avx512", or "avx2" where the CPU lacks AVX-512 or STOPCAL_CPU_ATTENTION=avx2; NULL: none). */
+ * ("avx512", or "avx2" where the CPU lacks AVX-512 or STOPCAL_CPU_ATTENTION=avx2; NULL: none, or
+ * STOPCAL_CPU_ATTENTION=blas). */
 int attention_fused_available(void);
 const char *attention_fused_isa(void);
 
-/* What AUTO resolves to here: FUSED where available, else BLAS. STOPCAL_CPU_ATTENTION=blas in the
- * environment forces BLAS (for benchmarks and for bisecting a suspected kernel bug). */
+/* What AUTO and FUSED resolve to here: FUSED where available, else BLAS (so
+ * STOPCAL_CPU_ATTENTION=blas forces BLAS: for benchmarks and for bisecting a suspected kernel bug). */
 enum attention_cpu_impl attention_cpu_impl_resolve(enum attention_cpu_impl impl);
 
 /* Scratch floats attention_forward_cpu needs for `tokens` tokens to use every OpenMP thread, with

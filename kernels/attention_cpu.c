@@ -11,8 +11,6 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
-#include <stdlib.h>
-#include <string.h>
 
 #define QUERY_BLOCK 256
 
@@ -22,13 +20,8 @@ size_t attention_blas_thread_floats(int tokens) { return (size_t)block_rows(toke
 
 enum attention_cpu_impl attention_cpu_impl_resolve(enum attention_cpu_impl impl)
 {
-    if (impl == ATTENTION_CPU_AUTO) {
-        const char *env = getenv("STOPCAL_CPU_ATTENTION");
-        impl = env && strcmp(env, "blas") == 0 ? ATTENTION_CPU_BLAS : ATTENTION_CPU_FUSED;
-    }
-    if (impl == ATTENTION_CPU_FUSED && !attention_fused_available())
-        impl = ATTENTION_CPU_BLAS;
-    return impl;
+    return impl != ATTENTION_CPU_BLAS && attention_fused_available() ? ATTENTION_CPU_FUSED
+                                                                     : ATTENTION_CPU_BLAS;
 }
 
 static size_t thread_floats(enum attention_cpu_impl impl, int tokens)

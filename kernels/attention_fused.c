@@ -31,7 +31,8 @@ size_t attention_fused_thread_floats(int tokens)
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <omp.h>
 
-/* AVX-512 where the CPU has it, else AVX2 + FMA; STOPCAL_CPU_ATTENTION=avx2 asks for AVX2. */
+/* AVX-512 where the CPU has it, else AVX2 + FMA; STOPCAL_CPU_ATTENTION=avx2|blas asks for AVX2 or
+ * for none. */
 static const struct attention_isa *fused_isa(void)
 {
     switch (cpu_isa_select("STOPCAL_CPU_ATTENTION")) {

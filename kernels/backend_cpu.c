@@ -73,19 +73,13 @@ static void cpu_release(struct backend *be, void *buf)
     free(h);
 }
 
-static int pack_linear_weights(void)
-{
-    const char *env = getenv("STOPCAL_CPU_GEMM");
-    return linear_packed_available() && !(env && strcmp(env, "blas") == 0);
-}
-
 /* Every weight stays fp32; linear weights whose N is a multiple of the panel width are packed. */
 static void *cpu_upload_weight(struct backend *be, const float *host, size_t rows, size_t cols,
                                enum weight_kind kind)
 {
-    const size_t n = rows * cols;
     const int pack = kind == WEIGHT_MATRIX && rows % LINEAR_PANEL == 0 && rows <= INT_MAX &&
-                     cols >= 1 && cols <= INT_MAX && pack_linear_weights();
+                     cols >= 1 && cols <= INT_MAX && linear_packed_available();
+    const size_t n = pack ? linear_packed_floats((int)rows, (int)cols) : rows * cols;
     float *w = cpu_alloc(be, n);
     if (!w)
         return NULL;
@@ -94,7 +88,7 @@ static void *cpu_upload_weight(struct backend *be, const float *host, size_t row
         header_of(w)->packed_n = (int)rows;
         header_of(w)->packed_k = (int)cols;
     } else {
-        memcpy(w, host, n * sizeof(float));
+        memcpy(w, host, rows * cols * sizeof(float));
     }
     return w;
 }

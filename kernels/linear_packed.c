@@ -40,7 +40,7 @@ struct tile_isa {
 static const struct tile_isa isa_avx512 = {"avx512", linear_tile_avx512_8x32, 8, 32};
 static const struct tile_isa isa_avx2 = {"avx2", linear_tile_avx2_6x16, 6, 16};
 
-/* The widest instruction set the CPU has; STOPCAL_CPU_GEMM=avx2 asks for AVX2. */
+/* The widest instruction set the CPU has; STOPCAL_CPU_GEMM=avx2|blas asks for AVX2 or for none. */
 static const struct tile_isa *tile_isa(void)
 {
     switch (cpu_isa_select("STOPCAL_CPU_GEMM")) {

@@ -12,7 +12,8 @@
 /* Output columns per packed panel; a weight with N not a multiple of it stays with BLAS. */
 #define LINEAR_PANEL 32
 
-/* Whether this CPU and build can run the packed kernel: AVX-512F, or AVX2 with FMA. */
+/* Whether this CPU and build can run the packed kernel (AVX-512F, or AVX2 with FMA) and
+ * STOPCAL_CPU_GEMM does not say "blas". */
 int linear_packed_available(void);
 
 /* The instruction set the kernel runs with ("avx512" or "avx2"; NULL: none): the widest the CPU

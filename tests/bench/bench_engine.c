@@ -365,8 +365,7 @@ static void print_breakdown(struct backend *be, const struct model_config *c, in
     for (int i = 0; i < D; i++)
         lnw[i] += 1.0f;
     const struct backend_ops *ops = be->ops;
-    const char *gemm = getenv("STOPCAL_CPU_GEMM");
-    const int packed = linear_packed_available() && !(gemm && strcmp(gemm, "blas") == 0);
+    const int packed = linear_packed_available();
 
     enum { N_OPS = 13 };
     struct op_time t[N_OPS];
