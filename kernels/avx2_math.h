@@ -4,6 +4,8 @@
 #ifndef STOPCAL_AVX2_MATH_H
 #define STOPCAL_AVX2_MATH_H
 
+#include "fastmath.h"
+
 #include <immintrin.h>
 
 #define AVX2 __attribute__((target("avx2,fma")))
@@ -16,13 +18,13 @@ AVX2 static inline __m256 exp2_avx2(__m256 x)
     x = _mm256_max_ps(x, _mm256_set1_ps(-126.0f));
     __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 f = _mm256_sub_ps(x, n);
-    __m256 p = _mm256_set1_ps(1.5252733804059840e-05f);
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.5403530393381609e-04f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3333558146428443e-03f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.6181291076284772e-03f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5504108664821580e-02f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022650695910071e-01f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314718055994531e-01f));
+    __m256 p = _mm256_set1_ps(EXP2_C7);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_C6));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_C5));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_C4));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_C3));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_C2));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_C1));
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
@@ -34,13 +36,13 @@ AVX2 static inline __m256 gelu_avx2(__m256 x)
     const __m256 sign_bit = _mm256_set1_ps(-0.0f);
     const __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
     const __m256 a = _mm256_andnot_ps(sign_bit, z);
-    const __m256 d = _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), a, _mm256_set1_ps(1.0f));
+    const __m256 d = _mm256_fmadd_ps(_mm256_set1_ps(ERF_AS_P), a, _mm256_set1_ps(1.0f));
     __m256 t = _mm256_rcp_ps(d);
     t = _mm256_mul_ps(t, _mm256_fnmadd_ps(d, t, _mm256_set1_ps(2.0f)));
-    __m256 poly = _mm256_fmadd_ps(_mm256_set1_ps(1.061405429f), t, _mm256_set1_ps(-1.453152027f));
-    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(1.421413741f));
-    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-0.284496736f));
-    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(0.254829592f));
+    __m256 poly = _mm256_fmadd_ps(_mm256_set1_ps(ERF_AS_A5), t, _mm256_set1_ps(ERF_AS_A4));
+    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(ERF_AS_A3));
+    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(ERF_AS_A2));
+    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(ERF_AS_A1));
     poly = _mm256_mul_ps(poly, t);
     const __m256 e = exp2_avx2(_mm256_mul_ps(_mm256_mul_ps(a, a), _mm256_set1_ps(-1.4426950408889634f)));
     const __m256 y = _mm256_fnmadd_ps(poly, e, _mm256_set1_ps(1.0f));

@@ -5,6 +5,8 @@
 #ifndef STOPCAL_AVX512_MATH_H
 #define STOPCAL_AVX512_MATH_H
 
+#include "fastmath.h"
+
 #include <immintrin.h>
 
 #define AVX512 __attribute__((target("avx512f")))
@@ -17,13 +19,13 @@ AVX512 static inline __m512 exp2_nonpositive(__m512 x)
     x = _mm512_max_ps(x, _mm512_set1_ps(-150.0f)); /* 2^-150 rounds to 0 either way */
     __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 f = _mm512_sub_ps(x, n);
-    __m512 p = _mm512_set1_ps(1.5252733804059840e-05f); /* ln2⁷/7! */
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.5403530393381609e-04f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558146428443e-03f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291076284772e-03f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504108664821580e-02f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022650695910071e-01f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718055994531e-01f));
+    __m512 p = _mm512_set1_ps(EXP2_C7);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_C6));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_C5));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_C4));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_C3));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_C2));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_C1));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(p, n);
 }
@@ -35,13 +37,13 @@ AVX512 static inline __m512 gelu_avx512(__m512 x)
 {
     const __m512 z = _mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f));
     const __m512 a = _mm512_abs_ps(z);
-    const __m512 d = _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), a, _mm512_set1_ps(1.0f));
+    const __m512 d = _mm512_fmadd_ps(_mm512_set1_ps(ERF_AS_P), a, _mm512_set1_ps(1.0f));
     __m512 t = _mm512_rcp14_ps(d);
     t = _mm512_mul_ps(t, _mm512_fnmadd_ps(d, t, _mm512_set1_ps(2.0f)));
-    __m512 poly = _mm512_fmadd_ps(_mm512_set1_ps(1.061405429f), t, _mm512_set1_ps(-1.453152027f));
-    poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(1.421413741f));
-    poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(-0.284496736f));
-    poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(0.254829592f));
+    __m512 poly = _mm512_fmadd_ps(_mm512_set1_ps(ERF_AS_A5), t, _mm512_set1_ps(ERF_AS_A4));
+    poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(ERF_AS_A3));
+    poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(ERF_AS_A2));
+    poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(ERF_AS_A1));
     poly = _mm512_mul_ps(poly, t);
     const __m512 e = exp2_nonpositive(_mm512_mul_ps(_mm512_mul_ps(a, a), _mm512_set1_ps(-1.4426950408889634f)));
     const __m512 y = _mm512_fnmadd_ps(poly, e, _mm512_set1_ps(1.0f)); /* erf(|z|) ≥ 0 */
