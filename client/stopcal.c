@@ -5,6 +5,7 @@
 #include "image.h"
 #include "model.h"
 #include "preprocess.h"
+#include "result_json.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -537,6 +538,20 @@ static void finish(stopcal_client *c, struct stopcal_response *resp, const struc
     snprintf(resp->server_url, sizeof resp->server_url, "%s", c->urls[rp->server]);
 }
 
+/* Sends a /v1/predict request and appends its results to resp. */
+static int v1_predict(stopcal_client *c, const struct request *rq, struct stopcal_response *resp, char *err,
+                      size_t errlen)
+{
+    struct reply rp = {0};
+    int rc = exchange(c, rq, &rp, err, errlen);
+    if (rc == STOPCAL_OK)
+        rc = parse_v1(&rp.body, resp, err, errlen);
+    if (rc == STOPCAL_OK)
+        finish(c, resp, &rp);
+    free(rp.body.data);
+    return rc;
+}
+
 /* ---- local preprocessing -------------------------------------------------------------------- */
 
 static int fetch_config(stopcal_client *c, char *err, size_t errlen)
@@ -667,9 +682,8 @@ static int predict_local(stopcal_client *c, const char *const *names, const unsi
                     memset(x, 0, sizeof *x);
                     snprintf(x->name, sizeof x->name, "%s", names[k]);
                     double logit = (double)(float)num(json_array_get(logits, (size_t)k), NAN);
-                    /* as the server's result_from_logit: no overflow for large |logit| */
                     x->logit = logit;
-                    x->continue_score = logit >= 0 ? 1.0 / (1.0 + exp(-logit)) : exp(logit) / (1.0 + exp(logit));
+                    x->continue_score = result_continue_score(logit); /* as the server scores */
                     x->stop_probability = 1.0 - x->continue_score;
                     x->threshold = thr;
                     x->stop = x->continue_score < thr;
@@ -735,13 +749,7 @@ static int predict_files_locked(stopcal_client *c, const char *const *paths, int
             v1_path(c, NULL, path, sizeof path);
             struct request rq = {.path = path, .header_len = -1, .files = paths + at, .names = names, .n_files = m,
                                  .retry = 1};
-            struct reply rp = {0};
-            rc = exchange(c, &rq, &rp, err, errlen);
-            if (rc == STOPCAL_OK)
-                rc = parse_v1(&rp.body, resp, err, errlen);
-            if (rc == STOPCAL_OK)
-                finish(c, resp, &rp);
-            free(rp.body.data);
+            rc = v1_predict(c, &rq, resp, err, errlen);
         }
         if (rc != STOPCAL_OK)
             return rc;
@@ -791,13 +799,7 @@ int stopcal_predict_buffer(stopcal_client *c, const char *name, const void *data
         v1_path(c, name, path, sizeof path);
         struct request rq = {.path = path, .content_type = "application/fits", .body = data, .body_len = len,
                              .header_len = -1, .retry = 1};
-        struct reply rp = {0};
-        rc = exchange(c, &rq, &rp, err, errlen);
-        if (rc == STOPCAL_OK)
-            rc = parse_v1(&rp.body, resp, err, errlen);
-        if (rc == STOPCAL_OK)
-            finish(c, resp, &rp);
-        free(rp.body.data);
+        rc = v1_predict(c, &rq, resp, err, errlen);
     }
     pthread_mutex_unlock(&c->mu);
     if (rc != STOPCAL_OK)

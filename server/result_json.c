@@ -5,12 +5,17 @@
 #include <math.h>
 #include <stdio.h>
 
+double result_continue_score(double logit)
+{
+    /* Both branches avoid exp overflow for large |logit|. */
+    return logit >= 0 ? 1.0 / (1.0 + exp(-logit)) : exp(logit) / (1.0 + exp(logit));
+}
+
 void result_from_logit(struct stopcal_result *r, const char *name, double logit, double threshold)
 {
     snprintf(r->name, sizeof r->name, "%s", name);
     r->logit = logit;
-    /* Both branches avoid exp overflow for large |logit|. */
-    r->continue_score = logit >= 0 ? 1.0 / (1.0 + exp(-logit)) : exp(logit) / (1.0 + exp(logit));
+    r->continue_score = result_continue_score(logit);
     r->stop_probability = 1.0 - r->continue_score;
     r->threshold = threshold;
     r->stop = r->continue_score < threshold;

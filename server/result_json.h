@@ -20,6 +20,9 @@ struct stopcal_result {
     long nonfinite_pixels;
 };
 
+/* sigmoid(logit), the continue score, without exp overflow for large |logit|. */
+double result_continue_score(double logit);
+
 /* Fill the scores and decision from a logit. */
 void result_from_logit(struct stopcal_result *r, const char *name, double logit, double threshold);
 
