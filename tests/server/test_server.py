@@ -25,7 +25,8 @@ TOL = 1e-5
 
 
 def sha256(path):
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def expect_error(r, status, fragment=""):
