@@ -40,15 +40,17 @@ struct tile_isa {
 static const struct tile_isa isa_avx512 = {"avx512", linear_tile_avx512_8x32, 8, 32};
 static const struct tile_isa isa_avx2 = {"avx2", linear_tile_avx2_6x16, 6, 16};
 
-/* The widest instruction set the CPU has; STOPCAL_CPU_GEMM=avx2|blas asks for AVX2 or for none. */
-static const struct tile_isa *tile_isa(void)
+static const struct tile_isa *tile_for(enum cpu_isa isa)
 {
-    switch (cpu_isa_select("STOPCAL_CPU_GEMM")) {
+    switch (isa) {
     case CPU_ISA_AVX512: return &isa_avx512;
     case CPU_ISA_AVX2: return &isa_avx2;
     default: return NULL;
     }
 }
+
+/* The widest instruction set the CPU has; STOPCAL_CPU_GEMM=avx2|blas asks for AVX2 or for none. */
+static const struct tile_isa *tile_isa(void) { return tile_for(cpu_isa_select("STOPCAL_CPU_GEMM")); }
 
 int linear_packed_available(void) { return tile_isa() != NULL; }
 
@@ -70,8 +72,12 @@ static int super_block_rows(int m, int k, int row_block)
 void linear_packed_forward(float *out, const float *in, const float *packed, const float *bias,
                            int m, int n, int k, enum linear_epilogue epilogue)
 {
+    /* Weights already packed run packed even if STOPCAL_CPU_GEMM now says "blas": the layout is
+     * the same for every tile, so take the CPU's own choice then. */
     const struct tile_isa *isa = tile_isa();
-    if (!isa) /* callers check linear_packed_available(); nothing to run on this CPU */
+    if (!isa)
+        isa = tile_for(cpu_isa_select(NULL));
+    if (!isa) /* packing needed one of them, so not reached on a CPU that packed */
         return;
     const int row_block = isa->rows * TILES_PER_BLOCK;
     const int panels = n / LINEAR_PANEL, super = super_block_rows(m, k, row_block);

@@ -274,6 +274,13 @@ static void test_linear_epilogues(void)
         else
             printf("linear: packed %s kernel not available on this CPU (not checked)\n", isas[i]);
     }
+    /* Weights packed before STOPCAL_CPU_GEMM=blas was set still run, on the CPU's own tile. */
+    unsetenv("STOPCAL_CPU_GEMM");
+    if (linear_packed_available()) {
+        setenv("STOPCAL_CPU_GEMM", "blas", 1);
+        CHECK(!linear_packed_available(), "STOPCAL_CPU_GEMM=blas turns the packed kernel off");
+        check_linear(1, 9, 64, 17, EPILOGUE_GELU, 1);
+    }
     unsetenv("STOPCAL_CPU_GEMM");
 }
 
