@@ -177,8 +177,12 @@ int main(int argc, char **argv)
         die("cannot start %d preprocessing workers", workers);
     if (engine_start(srv.engine, err, sizeof err))
         die("%s", err);
-    if (http_start(&srv, err, sizeof err))
+    if (http_start(&srv, err, sizeof err)) {
+        /* The inference thread is running its canary passes: join it before exit() runs the
+         * BLAS/OpenMP destructors under it (a taken port used to end in SIGSEGV). */
+        engine_stop(srv.engine);
         die("%s", err);
+    }
     json_t *models = json_array();
     for (int i = 0; i < cfg.n_models; i++)
         json_array_append_new(models, json_string(names[i]));

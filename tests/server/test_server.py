@@ -466,6 +466,15 @@ def lifecycle_tests():
         check(rc == 0, "exit status %d" % rc)
         srv.stop()
 
+    def test_taken_port_is_a_clean_error():
+        srv = Server(A.stopcald, ["a=" + A.model_a], wait_ready=False)
+        p = subprocess.run([A.stopcald, "--host", "127.0.0.1", "--port", str(srv.port), "--model",
+                            "a=" + A.model_a], capture_output=True, text=True, timeout=120)
+        check(p.returncode == 1, "second server on a taken port: exit %d, %s" % (p.returncode, p.stderr[-500:]))
+        check("cannot listen" in p.stderr, p.stderr[-500:])
+        check(curl(srv.url("/v2/health/live"), timeout=5).status == 200, "the first server still serves")
+        srv.stop()
+
     def test_stalled_upload_is_dropped_and_leaks_nothing():
         srv = Server(A.stopcald, ["a=" + A.model_a], "--connection-timeout", "1")
         try:
