@@ -5,7 +5,7 @@
 #include "engine.h"
 
 #include "backend.h"
-#include "backend_select.h"
+#include "backend_registry.h"
 #include "log.h"
 #include "metrics.h"
 #include "threads.h"

@@ -2,7 +2,7 @@
  * batches of up to --max-batch; output is one line per image, or with --json one object
  * {"model", "stopcal_version", "results"} on stdout. */
 #include "backend.h"
-#include "backend_select.h"
+#include "backend_registry.h"
 #include "image.h"
 #include "model.h"
 #include "preprocess.h"

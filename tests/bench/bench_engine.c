@@ -307,7 +307,7 @@ static float *random_buffer(size_t n, float scale)
 }
 
 /* One of the BLAS attention's two GEMMs alone (0: Q·Kᵀ, 1: P·V), laid out and threaded as
- * kernels/attention_cpu.c runs them: tasks of (image, head, block of ≤ 256 query rows) shared among
+ * kernels/cpu/attention_cpu.c runs them: tasks of (image, head, block of ≤ 256 query rows) shared among
  * the OpenMP threads, each with a single-threaded sgemm into its own block of score rows. Mirrors
  * that file (its block size included); keep the two in step. */
 static void attention_gemms(float *out, const float *qkv, int batch, int tokens, int heads,

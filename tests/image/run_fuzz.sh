@@ -29,8 +29,8 @@ img="$root/models/image"
 "$cc" -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
     -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -fopenmp-simd -DSTOPCAL_OPENMP_SIMD -Wall -Wextra -Werror \
-    -I"$img" -I"$root/models" -I"$root/kernels" \
-    "$root/tests/image/fuzz_image.c" "$img"/*.c "$root/kernels/resample.c" \
+    -I"$img" -I"$root/models" \
+    "$root/tests/image/fuzz_image.c" "$img"/*.c \
     $(pkg-config --cflags --libs cfitsio zlib) -lm -lpthread \
     -o "$work/fuzz_image"
 

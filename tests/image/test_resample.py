@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""kernels/resample.c against torch.nn.functional.interpolate(align_corners=False), all four modes, on
+"""models/image/resample.c against torch.nn.functional.interpolate(align_corners=False), all four modes, on
 float64 inputs: the preprocessing's bilinear resizes (down and up, non-square, with and without
 antialias) and the positional-embedding resizes (37 → 40 and 37 → 16, by size and by scale_factor as
 DINOv2 calls it, bicubic with and without antialias), plus edge sizes. Also the float32 entry point.

@@ -10,9 +10,10 @@ set(CMAKE_CXX_EXTENSIONS OFF)
 set(CMAKE_CXX_FLAGS_RELWITHDEBINFO "-O2 -g")
 set(CMAKE_CXX_FLAGS_RELEASE "-O3")
 
-set(STOPCAL_CUDA_SOURCES layernorm.cu activations.cu patch_embed.cu attention.cu linear.cu backend_cuda.cu)
+set(STOPCAL_CUDA_SOURCES cuda/layernorm.cu cuda/activations.cu cuda/patch_embed.cu cuda/attention.cu cuda/linear.cu
+  cuda/backend_cuda.cu)
 
-set(_stopcal_emu_sources ${CMAKE_CURRENT_SOURCE_DIR}/cuda_emu.cpp)
+set(_stopcal_emu_sources ${CMAKE_CURRENT_SOURCE_DIR}/emu/cuda_emu.cpp)
 foreach(src ${STOPCAL_CUDA_SOURCES})
   get_filename_component(stem ${src} NAME_WE)
   set(wrapper ${CMAKE_CURRENT_BINARY_DIR}/cuda_emu/${stem}_emu.cpp)
@@ -22,7 +23,7 @@ foreach(src ${STOPCAL_CUDA_SOURCES})
 endforeach()
 add_library(stopcal_cuda_emu STATIC ${_stopcal_emu_sources})
 target_compile_definitions(stopcal_cuda_emu PUBLIC STOPCAL_CUDA_EMULATION)
-target_include_directories(stopcal_cuda_emu PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})
+target_include_directories(stopcal_cuda_emu PUBLIC ${STOPCAL_KERNEL_DIRS})
 target_link_libraries(stopcal_cuda_emu PUBLIC PkgConfig::OPENBLAS Threads::Threads m)
 
 if(STOPCAL_HAVE_CUDA)
@@ -33,7 +34,7 @@ if(STOPCAL_HAVE_CUDA)
   set_property(TARGET stopcal_cuda PROPERTY COMPILE_OPTIONS "")
   target_compile_options(stopcal_cuda PRIVATE
     $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra -Werror=all-warnings -lineinfo --expt-relaxed-constexpr>)
-  target_include_directories(stopcal_cuda PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})
+  target_include_directories(stopcal_cuda PUBLIC ${STOPCAL_KERNEL_DIRS})
   # The static runtime, as CMake links into every executable whose link language becomes CUDA
   # (all users of stopcal_kernels): one runtime per process, and no libcudart.so to ship.
   set_target_properties(stopcal_cuda PROPERTIES CUDA_RUNTIME_LIBRARY Static POSITION_INDEPENDENT_CODE ON)

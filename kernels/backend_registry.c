@@ -1,5 +1,5 @@
 /* --device parsing and the auto fallback, shared by stopcal-infer and stopcald. */
-#include "backend_select.h"
+#include "backend_registry.h"
 
 #ifdef STOPCAL_HAVE_CUDA
 #include "backend_cuda.h"

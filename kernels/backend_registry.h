@@ -1,7 +1,7 @@
 /* Choosing a backend from a --device string, the same way in every program: "cpu", "cuda[:N]", or
  * "auto" (CUDA when this build has it and a device answers, else the CPU). */
-#ifndef STOPCAL_BACKEND_SELECT_H
-#define STOPCAL_BACKEND_SELECT_H
+#ifndef STOPCAL_BACKEND_REGISTRY_H
+#define STOPCAL_BACKEND_REGISTRY_H
 
 #include "backend.h"
 
