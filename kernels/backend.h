@@ -86,9 +86,28 @@ struct backend {
     char error[256];
 };
 
-/* The CPU backend (OpenBLAS + OpenMP). threads ≤ 0 means "the CPUs this process may use".
- * Returns 0, or -1 with a message in err. */
-int backend_cpu_create(struct backend *be, int threads, char *err, size_t errlen);
+/* Everything a backend decides once, when it is created, and then keeps in its context: no op
+ * reads the environment or re-checks the CPU on its own. */
+struct backend_options {
+    int threads;               /* CPU compute threads; ≤ 0: the CPUs this process may use */
+    const char *cpu_gemm;      /* linear layers: auto|avx512|avx2|blas (NULL = auto) */
+    const char *cpu_attention; /* attention: the same choices */
+    int cuda_graphs;           /* 1: replay a CUDA graph per batch size; 0: issue every op */
+};
+
+/* Defaults (threads 0, auto, graphs on) overridden by the environment, read here once:
+ * STOPCAL_CPU_GEMM, STOPCAL_CPU_ATTENTION ("blas" runs the portable OpenBLAS forms, "avx2" the
+ * AVX2 kernels on an AVX-512 CPU: for tests, benchmarks and bisecting a kernel), STOPCAL_CUDA_GRAPHS=0. */
+void backend_options_from_env(struct backend_options *o);
+
+/* The CPU backend (OpenBLAS + OpenMP, packed AVX-512/AVX2 kernels where the CPU has them). o may
+ * be NULL (the defaults, without the environment). Returns 0, or -1 with a message in err (a knob
+ * naming an instruction set this CPU lacks, out of memory). */
+int backend_cpu_create(struct backend *be, const struct backend_options *o, char *err, size_t errlen);
+
+/* What the CPU backend chose, for logs and /v1/models: e.g. "gemm avx512, attention avx512".
+ * NULL for another backend. */
+const char *backend_cpu_kernels(const struct backend *be);
 
 static inline const char *backend_error(const struct backend *be) { return be->error; }
 void backend_destroy(struct backend *be);

@@ -1,4 +1,4 @@
-/* --device parsing and the auto fallback, shared by stopcal-infer and stopcald. */
+/* The table of backends, --device parsing and the auto fallback (backend_registry.h). */
 #include "backend_registry.h"
 
 #ifdef STOPCAL_HAVE_CUDA
@@ -10,46 +10,94 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* "cuda" → 0, "cuda:N" → N; -1 when the string is not of that form. */
-static int parse_cuda_index(const char *device)
+static int create_cpu(struct backend *be, int index, const struct backend_options *o, char *err,
+                      size_t errlen)
 {
-    if (strcmp(device, "cuda") == 0)
+    (void)index;
+    return backend_cpu_create(be, o, err, errlen);
+}
+
+static const struct backend_entry registry[] = {
+#ifdef STOPCAL_HAVE_CUDA
+    {"cuda", 1, 1, backend_cuda_create},
+#endif
+    {"cpu", 0, 0, create_cpu},
+};
+enum { REGISTERED = sizeof registry / sizeof *registry };
+
+int backend_registry_count(void) { return REGISTERED; }
+
+const struct backend_entry *backend_registry_entry(int i)
+{
+    return i >= 0 && i < REGISTERED ? &registry[i] : NULL;
+}
+
+void backend_options_from_env(struct backend_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->cpu_gemm = getenv("STOPCAL_CPU_GEMM");
+    o->cpu_attention = getenv("STOPCAL_CPU_ATTENTION");
+    const char *graphs = getenv("STOPCAL_CUDA_GRAPHS");
+    o->cuda_graphs = !(graphs && strcmp(graphs, "0") == 0);
+}
+
+/* "name" → index 0, "name:N" → N (indexed backends only); -1 when device is not of that form. */
+static int parse_index(const struct backend_entry *e, const char *device)
+{
+    size_t len = strlen(e->name);
+    if (strncmp(device, e->name, len) != 0)
+        return -1;
+    if (device[len] == '\0')
         return 0;
-    if (strncmp(device, "cuda:", 5) != 0 || device[5] < '0' || device[5] > '9')
+    if (!e->indexed || device[len] != ':' || device[len + 1] < '0' || device[len + 1] > '9')
         return -1;
     char *end;
     errno = 0;
-    long index = strtol(device + 5, &end, 10);
+    long index = strtol(device + len + 1, &end, 10);
     return (*end || errno || index > 1024) ? -1 : (int)index;
 }
 
-int backend_create_for_device(struct backend *be, const char *device, int threads, char *fallback_note,
-                              size_t note_len, char *err, size_t errlen)
+/* "auto, cuda, cuda:N, cpu": what --device accepts in this build. */
+static void list_names(char *out, size_t len)
+{
+    size_t at = (size_t)snprintf(out, len, "auto");
+    for (int i = 0; i < REGISTERED && at < len; i++)
+        at += (size_t)snprintf(out + at, len - at, registry[i].indexed ? ", %s, %s:N" : ", %s",
+                               registry[i].name, registry[i].name);
+}
+
+int backend_create_for_device(struct backend *be, const char *device, const struct backend_options *o,
+                              char *fallback_note, size_t note_len, char *err, size_t errlen)
 {
     snprintf(fallback_note, note_len, "%s", "");
-    int is_auto = strcmp(device, "auto") == 0;
-    if (strcmp(device, "cpu") == 0)
-        return backend_cpu_create(be, threads, err, errlen);
-    int index = is_auto ? 0 : parse_cuda_index(device);
-    if (index < 0) {
-        snprintf(err, errlen, "--device %s: expected auto, cpu, cuda or cuda:N", device);
+    if (strcmp(device, "auto") != 0) {
+        for (int i = 0; i < REGISTERED; i++) {
+            int index = parse_index(&registry[i], device);
+            if (index < 0)
+                continue;
+            char why[256];
+            if (registry[i].create(be, index, o, why, sizeof why) == 0)
+                return 0;
+            snprintf(err, errlen, "--device %s: %s", device, why);
+            return -1;
+        }
+        char names[128];
+        list_names(names, sizeof names);
+        if (strncmp(device, "cuda", 4) == 0 && (device[4] == '\0' || device[4] == ':'))
+            snprintf(err, errlen, "--device %.40s: this build has no CUDA backend (it has: %s)", device,
+                     names);
+        else
+            snprintf(err, errlen, "--device %.40s: expected %s", device, names);
         return -1;
     }
-#ifdef STOPCAL_HAVE_CUDA
-    char cuda_err[256];
-    if (backend_cuda_create(be, index, cuda_err, sizeof cuda_err) == 0)
-        return 0;
-    if (!is_auto) {
-        snprintf(err, errlen, "--device %s: %s", device, cuda_err);
-        return -1;
+    /* auto: the accelerators in order, then the CPU; say why each accelerator stepped aside. */
+    char why[256] = "this build has no accelerator backend";
+    for (int i = 0; i < REGISTERED; i++) {
+        if (!registry[i].accelerator)
+            continue;
+        if (registry[i].create(be, 0, o, why, sizeof why) == 0)
+            return 0;
     }
-    snprintf(fallback_note, note_len, "device auto: CUDA unavailable (%s); using the CPU", cuda_err);
-#else
-    if (!is_auto) {
-        snprintf(err, errlen, "--device %s: this build has no CUDA backend", device);
-        return -1;
-    }
-    snprintf(fallback_note, note_len, "device auto: this build has no CUDA backend; using the CPU");
-#endif
-    return backend_cpu_create(be, threads, err, errlen);
+    snprintf(fallback_note, note_len, "device auto: %s; using the CPU", why);
+    return backend_cpu_create(be, o, err, errlen);
 }

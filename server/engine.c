@@ -88,11 +88,14 @@ int engine_create(struct engine **out, const struct engine_options *o, char *err
     return 0;
 }
 
-/* auto: CUDA when built in and a device answers, else the CPU with one log line. */
+/* auto: an accelerator when built in and a device answers, else the CPU with one log line. */
 static int create_backend(struct engine *e, struct backend *be, const char **kind, char *err, size_t errlen)
 {
     char note[320];
-    if (backend_create_for_device(be, e->device, e->opt.threads, note, sizeof note, err, errlen))
+    struct backend_options o;
+    backend_options_from_env(&o);
+    o.threads = e->opt.threads;
+    if (backend_create_for_device(be, e->device, &o, note, sizeof note, err, errlen))
         return -1;
     static atomic_int said;
     if (note[0] && !atomic_exchange(&said, 1))

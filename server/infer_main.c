@@ -158,7 +158,10 @@ int main(int argc, char **argv)
         die("%s: %s", o.model_path, err);
     struct backend be;
     char note[320];
-    if (backend_create_for_device(&be, o.device, o.threads, note, sizeof note, err, sizeof err))
+    struct backend_options bo;
+    backend_options_from_env(&bo);
+    bo.threads = o.threads;
+    if (backend_create_for_device(&be, o.device, &bo, note, sizeof note, err, sizeof err))
         die("%s", err);
     if (note[0] && !o.json)
         fprintf(stderr, "stopcal-infer: %s\n", note);

@@ -18,45 +18,27 @@ static int block_rows(int tokens) { return tokens < QUERY_BLOCK ? tokens : QUERY
 
 size_t attention_blas_thread_floats(int tokens) { return (size_t)block_rows(tokens) * (size_t)tokens; }
 
-enum attention_cpu_impl attention_cpu_impl_resolve(enum attention_cpu_impl impl)
+static int fused(enum cpu_isa isa) { return isa != CPU_ISA_NONE && attention_fused_has_kernel(isa); }
+
+size_t attention_scratch_floats_cpu(enum cpu_isa isa, int tokens)
 {
-    return impl != ATTENTION_CPU_BLAS && attention_fused_available() ? ATTENTION_CPU_FUSED
-                                                                     : ATTENTION_CPU_BLAS;
+    size_t per_thread = fused(isa) ? attention_fused_thread_floats(tokens) : attention_blas_thread_floats(tokens);
+    return (size_t)omp_get_max_threads() * per_thread;
 }
 
-static size_t thread_floats(enum attention_cpu_impl impl, int tokens)
+void attention_forward_cpu(enum cpu_isa isa, float *out, const float *qkv, int batch, int tokens,
+                           int heads, float *scratch, size_t scratch_floats)
 {
-    return impl == ATTENTION_CPU_FUSED ? attention_fused_thread_floats(tokens)
-                                       : attention_blas_thread_floats(tokens);
-}
-
-size_t attention_scratch_floats_cpu(int tokens)
-{
-    size_t blas = attention_blas_thread_floats(tokens);
-    size_t fused = attention_fused_available() ? attention_fused_thread_floats(tokens) : 0;
-    return (size_t)omp_get_max_threads() * (blas > fused ? blas : fused);
-}
-
-void attention_forward_cpu_impl(enum attention_cpu_impl impl, float *out, const float *qkv,
-                                int batch, int tokens, int heads, float *scratch,
-                                size_t scratch_floats)
-{
-    impl = attention_cpu_impl_resolve(impl);
+    const int use_fused = fused(isa);
     /* As many threads as the scratch has slots for, whatever the thread count is now. */
-    size_t slots = scratch_floats / thread_floats(impl, tokens);
+    size_t slots = scratch_floats / (use_fused ? attention_fused_thread_floats(tokens)
+                                               : attention_blas_thread_floats(tokens));
     int max = omp_get_max_threads();
     int threads = slots < 1 ? 1 : slots > (size_t)max ? max : (int)slots;
-    if (impl == ATTENTION_CPU_FUSED)
-        attention_fused_forward(out, qkv, batch, tokens, heads, scratch, threads);
+    if (use_fused)
+        attention_fused_forward(isa, out, qkv, batch, tokens, heads, scratch, threads);
     else
         attention_blas_forward(out, qkv, batch, tokens, heads, scratch, threads);
-}
-
-void attention_forward_cpu(float *out, const float *qkv, int batch, int tokens, int heads,
-                           float *scratch, size_t scratch_floats)
-{
-    attention_forward_cpu_impl(ATTENTION_CPU_AUTO, out, qkv, batch, tokens, heads, scratch,
-                               scratch_floats);
 }
 
 SIMD_CLONES static void softmax_row(float *s, int cols)

@@ -31,24 +31,16 @@ size_t attention_fused_thread_floats(int tokens)
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <omp.h>
 
-/* AVX-512 where the CPU has it, else AVX2 + FMA; STOPCAL_CPU_ATTENTION=avx2|blas asks for AVX2 or
- * for none. */
-static const struct attention_isa *fused_isa(void)
+static const struct attention_isa *kernel_for(enum cpu_isa isa)
 {
-    switch (cpu_isa_select("STOPCAL_CPU_ATTENTION")) {
+    switch (isa) {
     case CPU_ISA_AVX512: return &attention_isa_avx512;
     case CPU_ISA_AVX2: return &attention_isa_avx2;
     default: return NULL;
     }
 }
 
-int attention_fused_available(void) { return fused_isa() != NULL; }
-
-const char *attention_fused_isa(void)
-{
-    const struct attention_isa *isa = fused_isa();
-    return isa ? isa->name : NULL;
-}
+int attention_fused_has_kernel(enum cpu_isa isa) { return kernel_for(isa) != NULL; }
 
 static void run_rows(const struct attention_isa *isa, float *out, const float *qkv, int tokens,
                      int heads, float *scratch, long first, long last)
@@ -87,11 +79,11 @@ static void run_rows(const struct attention_isa *isa, float *out, const float *q
     }
 }
 
-void attention_fused_forward(float *out, const float *qkv, int batch, int tokens, int heads,
-                             float *scratch, int threads)
+void attention_fused_forward(enum cpu_isa isa_choice, float *out, const float *qkv, int batch, int tokens,
+                             int heads, float *scratch, int threads)
 {
-    const struct attention_isa *isa = fused_isa();
-    if (!isa) { /* callers check attention_fused_available(); this keeps a wrong call correct */
+    const struct attention_isa *isa = kernel_for(isa_choice);
+    if (!isa) { /* callers check attention_fused_has_kernel(); this keeps a wrong call correct */
         attention_blas_forward(out, qkv, batch, tokens, heads, scratch, threads);
         return;
     }
@@ -111,13 +103,12 @@ void attention_fused_forward(float *out, const float *qkv, int batch, int tokens
 
 #else /* not x86-64 with GCC-style intrinsics: the portable implementation only */
 
-int attention_fused_available(void) { return 0; }
+int attention_fused_has_kernel(enum cpu_isa isa) { (void)isa; return 0; }
 
-const char *attention_fused_isa(void) { return NULL; }
-
-void attention_fused_forward(float *out, const float *qkv, int batch, int tokens, int heads,
-                             float *scratch, int threads)
+void attention_fused_forward(enum cpu_isa isa, float *out, const float *qkv, int batch, int tokens,
+                             int heads, float *scratch, int threads)
 {
+    (void)isa;
     attention_blas_forward(out, qkv, batch, tokens, heads, scratch, threads);
 }
 

@@ -1,9 +1,10 @@
-/* The CPU backend: buffers are fp32 arrays, ops are the C reference functions (BLAS for GEMMs,
- * OpenMP for the rest). Scratch space grows to the largest shape seen during warm-up and is then
- * reused, so steady-state forward passes allocate nothing. On CPUs with AVX-512 or AVX2 the linear
- * weights are packed once at upload for linear_packed.c (STOPCAL_CPU_GEMM=blas keeps them raw for
- * OpenBLAS instead), and attention runs fused (attention_fused.c). */
-#include "backend.h"
+/* The CPU backend: buffers are fp32 arrays, ops are the CPU kernels (OpenBLAS GEMMs or our packed
+ * tiles, OpenMP for the rest). Scratch space grows to the largest shape seen during warm-up and is
+ * then reused, so steady-state forward passes allocate nothing. The instruction sets are chosen
+ * once, at creation, and kept here: on CPUs with AVX-512 or AVX2 the linear weights are packed at
+ * upload for linear_packed.c (gemm "blas" keeps them raw for OpenBLAS instead), and attention runs
+ * fused (attention_fused.c). */
+#include "backend_cpu.h"
 
 #include "activations.h"
 #include "attention.h"
@@ -20,6 +21,9 @@
 #include <string.h>
 
 struct cpu_ctx {
+    enum cpu_isa gemm_isa;      /* CPU_ISA_NONE: OpenBLAS on raw weights */
+    enum cpu_isa attention_isa; /* CPU_ISA_NONE: the BLAS form */
+    char kernels[64];           /* what the two are, for logs */
     size_t bytes_in_use;
     size_t alloc_count;
     float *scratch; /* shared by patch_embed and attention, never live at once */
@@ -77,8 +81,9 @@ static void cpu_release(struct backend *be, void *buf)
 static void *cpu_upload_weight(struct backend *be, const float *host, size_t rows, size_t cols,
                                enum weight_kind kind)
 {
+    const struct cpu_ctx *c = be->ctx;
     const int pack = kind == WEIGHT_MATRIX && rows % LINEAR_PANEL == 0 && rows <= INT_MAX &&
-                     cols >= 1 && cols <= INT_MAX && linear_packed_available();
+                     cols >= 1 && cols <= INT_MAX && c->gemm_isa != CPU_ISA_NONE;
     const size_t n = pack ? linear_packed_floats((int)rows, (int)cols) : rows * cols;
     float *w = cpu_alloc(be, n);
     if (!w)
@@ -145,7 +150,8 @@ static int cpu_linear(struct backend *be, void *out, const void *in, const void 
     if (w->packed_n != n || w->packed_k != k)
         return set_error(be, BACKEND_EINVAL, "linear: weight packed as (%d, %d), used as (%d, %d)",
                          w->packed_n, w->packed_k, n, k);
-    linear_packed_forward(out, in, weight, bias, m, n, k, epilogue);
+    linear_packed_forward(((const struct cpu_ctx *)be->ctx)->gemm_isa, out, in, weight, bias, m, n, k,
+                          epilogue);
     return 0;
 }
 
@@ -160,11 +166,12 @@ static int cpu_layernorm(struct backend *be, void *out, const void *in, const vo
 static int cpu_attention(struct backend *be, void *out, const void *qkv, int batch, int tokens,
                          int heads)
 {
-    size_t floats = attention_scratch_floats_cpu(tokens);
+    const enum cpu_isa isa = ((const struct cpu_ctx *)be->ctx)->attention_isa;
+    size_t floats = attention_scratch_floats_cpu(isa, tokens);
     float *s = scratch(be, floats);
     if (!s)
         return BACKEND_ENOMEM;
-    attention_forward_cpu(out, qkv, batch, tokens, heads, s, floats);
+    attention_forward_cpu(isa, out, qkv, batch, tokens, heads, s, floats);
     return 0;
 }
 
@@ -219,18 +226,42 @@ static const struct backend_ops cpu_ops = {
     .alloc_count = cpu_alloc_count,
 };
 
-int backend_cpu_create(struct backend *be, int threads, char *err, size_t errlen)
+int backend_cpu_create(struct backend *be, const struct backend_options *o, char *err, size_t errlen)
 {
     memset(be, 0, sizeof *be);
+    enum cpu_isa gemm, attention;
+    if (cpu_isa_choose(o ? o->cpu_gemm : NULL, "STOPCAL_CPU_GEMM", &gemm, err, errlen) ||
+        cpu_isa_choose(o ? o->cpu_attention : NULL, "STOPCAL_CPU_ATTENTION", &attention, err, errlen))
+        return -1;
     struct cpu_ctx *c = calloc(1, sizeof *c);
     if (!c) {
         snprintf(err, errlen, "cpu backend: out of memory");
         return -1;
     }
+    c->gemm_isa = linear_packed_has_tile(gemm) ? gemm : CPU_ISA_NONE;
+    c->attention_isa = attention_fused_has_kernel(attention) ? attention : CPU_ISA_NONE;
+    snprintf(c->kernels, sizeof c->kernels, "gemm %s, attention %s", cpu_isa_name(c->gemm_isa),
+             cpu_isa_name(c->attention_isa));
+    const int threads = o ? o->threads : 0;
     threads_set_compute_threads(threads > 0 ? threads : threads_available_cpus());
     be->ops = &cpu_ops;
     be->ctx = c;
     return 0;
+}
+
+int backend_cpu_isas(const struct backend *be, enum cpu_isa *gemm, enum cpu_isa *attention)
+{
+    if (be->ops != &cpu_ops)
+        return -1;
+    const struct cpu_ctx *c = be->ctx;
+    *gemm = c->gemm_isa;
+    *attention = c->attention_isa;
+    return 0;
+}
+
+const char *backend_cpu_kernels(const struct backend *be)
+{
+    return be->ops == &cpu_ops ? ((const struct cpu_ctx *)be->ctx)->kernels : NULL;
 }
 
 void backend_destroy(struct backend *be)

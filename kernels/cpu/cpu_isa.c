@@ -1,22 +1,53 @@
-/* CPU feature checks for the kernels' run-time dispatch (cpu_isa.h). */
+/* CPU feature checks for the kernels' dispatch, and the knobs that narrow the choice (cpu_isa.h). */
 #include "cpu_isa.h"
 
-#include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
-enum cpu_isa cpu_isa_select(const char *env_name)
+int cpu_isa_supported(enum cpu_isa isa)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-    const int has512 = __builtin_cpu_supports("avx512f");
-    const int has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    const char *env = env_name ? getenv(env_name) : NULL;
-    if (env && strcmp(env, "blas") == 0)
-        return CPU_ISA_NONE;
-    if (env && strcmp(env, "avx2") == 0 && has2)
-        return CPU_ISA_AVX2;
-    return has512 ? CPU_ISA_AVX512 : has2 ? CPU_ISA_AVX2 : CPU_ISA_NONE;
+    switch (isa) {
+    case CPU_ISA_AVX512: return __builtin_cpu_supports("avx512f");
+    case CPU_ISA_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    default: return 1;
+    }
 #else
-    (void)env_name;
-    return CPU_ISA_NONE;
+    return isa == CPU_ISA_NONE;
 #endif
+}
+
+enum cpu_isa cpu_isa_best(void)
+{
+    return cpu_isa_supported(CPU_ISA_AVX512) ? CPU_ISA_AVX512
+           : cpu_isa_supported(CPU_ISA_AVX2) ? CPU_ISA_AVX2
+                                               : CPU_ISA_NONE;
+}
+
+const char *cpu_isa_name(enum cpu_isa isa)
+{
+    return isa == CPU_ISA_AVX512 ? "avx512" : isa == CPU_ISA_AVX2 ? "avx2" : "blas";
+}
+
+int cpu_isa_choose(const char *value, const char *knob_name, enum cpu_isa *out, char *err,
+                   size_t errlen)
+{
+    if (!value || !*value || strcmp(value, "auto") == 0) {
+        *out = cpu_isa_best();
+        return 0;
+    }
+    static const enum cpu_isa named[] = {CPU_ISA_NONE, CPU_ISA_AVX2, CPU_ISA_AVX512};
+    for (size_t i = 0; i < sizeof named / sizeof *named; i++) {
+        if (strcmp(value, cpu_isa_name(named[i])) != 0)
+            continue;
+        if (!cpu_isa_supported(named[i])) {
+            snprintf(err, errlen, "%s=%s: this CPU (or this build) cannot run %s", knob_name, value,
+                     value);
+            return -1;
+        }
+        *out = named[i];
+        return 0;
+    }
+    snprintf(err, errlen, "%s=%.40s: expected auto, avx512, avx2 or blas", knob_name, value);
+    return -1;
 }

@@ -13,6 +13,8 @@
 #include "cpu_isa.h"
 #include "linear_packed_tiles.h"
 
+#include <stdlib.h>
+
 size_t linear_packed_floats(int n, int k) { return (size_t)n * (size_t)k; }
 
 void linear_pack_weight(float *packed, const float *weight, int n, int k)
@@ -49,16 +51,7 @@ static const struct tile_isa *tile_for(enum cpu_isa isa)
     }
 }
 
-/* The widest instruction set the CPU has; STOPCAL_CPU_GEMM=avx2|blas asks for AVX2 or for none. */
-static const struct tile_isa *tile_isa(void) { return tile_for(cpu_isa_select("STOPCAL_CPU_GEMM")); }
-
-int linear_packed_available(void) { return tile_isa() != NULL; }
-
-const char *linear_packed_isa(void)
-{
-    const struct tile_isa *isa = tile_isa();
-    return isa ? isa->name : NULL;
-}
+int linear_packed_has_tile(enum cpu_isa isa) { return tile_for(isa) != NULL; }
 
 /* Rows per pass over the weights: as many as keep the input rows they read (≤ 8 MB) in L3, so a
  * batch of large images (ViT-B @560 × 8: a 39 MB input) is not streamed from DRAM once per panel. */
@@ -69,16 +62,12 @@ static int super_block_rows(int m, int k, int row_block)
     return rows < m ? (int)rows : m;
 }
 
-void linear_packed_forward(float *out, const float *in, const float *packed, const float *bias,
-                           int m, int n, int k, enum linear_epilogue epilogue)
+void linear_packed_forward(enum cpu_isa isa_choice, float *out, const float *in, const float *packed,
+                           const float *bias, int m, int n, int k, enum linear_epilogue epilogue)
 {
-    /* Weights already packed run packed even if STOPCAL_CPU_GEMM now says "blas": the layout is
-     * the same for every tile, so take the CPU's own choice then. */
-    const struct tile_isa *isa = tile_isa();
-    if (!isa)
-        isa = tile_for(cpu_isa_select(NULL));
-    if (!isa) /* packing needed one of them, so not reached on a CPU that packed */
-        return;
+    const struct tile_isa *isa = tile_for(isa_choice);
+    if (!isa) /* a caller bug: linear_packed_has_tile() said no */
+        abort();
     const int row_block = isa->rows * TILES_PER_BLOCK;
     const int panels = n / LINEAR_PANEL, super = super_block_rows(m, k, row_block);
 #pragma omp parallel
@@ -105,16 +94,15 @@ void linear_packed_forward(float *out, const float *in, const float *packed, con
     }
 }
 
-#else /* no x86 intrinsics in this build: never chosen (linear_packed_available() is 0) */
+#else /* no x86 intrinsics in this build: never chosen (linear_packed_has_tile() is 0) */
 
-int linear_packed_available(void) { return 0; }
+int linear_packed_has_tile(enum cpu_isa isa) { (void)isa; return 0; }
 
-const char *linear_packed_isa(void) { return NULL; }
-
-void linear_packed_forward(float *out, const float *in, const float *packed, const float *bias,
-                           int m, int n, int k, enum linear_epilogue epilogue)
+void linear_packed_forward(enum cpu_isa isa, float *out, const float *in, const float *packed,
+                           const float *bias, int m, int n, int k, enum linear_epilogue epilogue)
 {
-    (void)out, (void)in, (void)packed, (void)bias, (void)m, (void)n, (void)k, (void)epilogue;
+    (void)isa, (void)out, (void)in, (void)packed, (void)bias, (void)m, (void)n, (void)k, (void)epilogue;
+    abort();
 }
 
 #endif

@@ -6,19 +6,16 @@
 #define STOPCAL_LINEAR_PACKED_H
 
 #include "backend.h"
+#include "cpu_isa.h"
 
 #include <stddef.h>
 
 /* Output columns per packed panel; a weight with N not a multiple of it stays with BLAS. */
 #define LINEAR_PANEL 32
 
-/* Whether this CPU and build can run the packed kernel (AVX-512F, or AVX2 with FMA) and
- * STOPCAL_CPU_GEMM does not say "blas". */
-int linear_packed_available(void);
-
-/* The instruction set the kernel runs with ("avx512" or "avx2"; NULL: none): the widest the CPU
- * has, or "avx2" where STOPCAL_CPU_GEMM=avx2 asks for it (tests and benchmarks of that path). */
-const char *linear_packed_isa(void);
+/* Whether the packed kernel has a tile for isa (AVX-512F or AVX2 + FMA) in this build. The caller
+ * also checks cpu_isa_supported(isa). */
+int linear_packed_has_tile(enum cpu_isa isa);
 
 /* Floats the packed form of an (n, k) weight takes (n·k: packing only reorders). */
 size_t linear_packed_floats(int n, int k);
@@ -27,9 +24,10 @@ size_t linear_packed_floats(int n, int k);
  * n must be a multiple of LINEAR_PANEL. */
 void linear_pack_weight(float *packed, const float *weight, int n, int k);
 
-/* out (m, n) = epilogue(in (m, k) · Wᵀ + bias) with W given packed; bias may be NULL. Threads
- * with OpenMP (call it outside a parallel region). */
-void linear_packed_forward(float *out, const float *in, const float *packed, const float *bias,
-                           int m, int n, int k, enum linear_epilogue epilogue);
+/* out (m, n) = epilogue(in (m, k) · Wᵀ + bias) with W given packed; bias may be NULL; isa one
+ * linear_packed_has_tile() accepts (the layout is the same for all, so any packed weight runs on
+ * any of them). Threads with OpenMP (call it outside a parallel region). */
+void linear_packed_forward(enum cpu_isa isa, float *out, const float *in, const float *packed,
+                           const float *bias, int m, int n, int k, enum linear_epilogue epilogue);
 
 #endif

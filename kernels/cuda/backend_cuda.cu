@@ -595,7 +595,7 @@ const struct backend_ops cuda_backend_ops = {
 };
 
 /* Everything after the device is chosen. Returns 0 or -1 with err set (nothing left allocated). */
-int create_on_device(struct backend *be, int device, char *err, size_t errlen)
+int create_on_device(struct backend *be, int device, const struct backend_options *o, char *err, size_t errlen)
 {
     memset(be, 0, sizeof *be);
     cuda_ctx *c = static_cast<cuda_ctx *>(calloc(1, sizeof *c));
@@ -604,8 +604,7 @@ int create_on_device(struct backend *be, int device, char *err, size_t errlen)
         return -1;
     }
     c->device = device;
-    const char *graphs = getenv("STOPCAL_CUDA_GRAPHS");
-    c->graphs_enabled = !(graphs && strcmp(graphs, "0") == 0);
+    c->graphs_enabled = o ? o->cuda_graphs != 0 : 1;
     be->ops = &cuda_backend_ops;
     be->ctx = c;
     const char *step = "cudaSetDevice";
@@ -649,14 +648,16 @@ int create_on_device(struct backend *be, int device, char *err, size_t errlen)
 
 #ifdef STOPCAL_CUDA_EMULATION
 
-extern "C" int backend_cuda_emu_create(struct backend *be, char *err, size_t errlen)
+extern "C" int backend_cuda_emu_create(struct backend *be, const struct backend_options *o, char *err,
+                                       size_t errlen)
 {
-    return create_on_device(be, 0, err, errlen);
+    return create_on_device(be, 0, o, err, errlen);
 }
 
 #else
 
-extern "C" int backend_cuda_create(struct backend *be, int device_index, char *err, size_t errlen)
+extern "C" int backend_cuda_create(struct backend *be, int device_index, const struct backend_options *o,
+                                   char *err, size_t errlen)
 {
     memset(be, 0, sizeof *be);
     int count = 0;
@@ -679,7 +680,7 @@ extern "C" int backend_cuda_create(struct backend *be, int device_index, char *e
         snprintf(err, errlen, "CUDA device %d out of range: %d device(s)", device_index, count);
         return -1;
     }
-    return create_on_device(be, device_index, err, errlen);
+    return create_on_device(be, device_index, o, err, errlen);
 }
 
 #endif

@@ -15,15 +15,17 @@ extern "C" {
 #include "backend.h"
 
 #ifdef STOPCAL_HAVE_CUDA
-/* Open device device_index (the N of --device cuda:N). Returns 0, or -1 with a message in err
- * ("CUDA driver not found …", "no CUDA device", "CUDA device 3 out of range: 1 device(s)") and be
- * left empty; nothing needs freeing then. Set STOPCAL_CUDA_GRAPHS=0 to run without graphs. */
-int backend_cuda_create(struct backend *be, int device_index, char *err, size_t errlen);
+/* Open device device_index (the N of --device cuda:N). o may be NULL (defaults: graphs on); its
+ * cuda_graphs = 0 runs without graphs. Returns 0, or -1 with a message in err ("CUDA driver not
+ * found …", "no CUDA device", "CUDA device 3 out of range: 1 device(s)") and be left empty;
+ * nothing needs freeing then. */
+int backend_cuda_create(struct backend *be, int device_index, const struct backend_options *o,
+                        char *err, size_t errlen);
 #endif
 
 #ifdef STOPCAL_CUDA_EMULATION
 /* The same backend over the host emulation of the kernels (tests only; slow). */
-int backend_cuda_emu_create(struct backend *be, char *err, size_t errlen);
+int backend_cuda_emu_create(struct backend *be, const struct backend_options *o, char *err, size_t errlen);
 #endif
 
 #ifdef __cplusplus

@@ -22,6 +22,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The backend options as the programs take them: the STOPCAL_CPU_* knobs select the path variant
+ * ctest runs (portable, AVX2). */
+static const struct backend_options *env_options(void)
+{
+    static struct backend_options o;
+    backend_options_from_env(&o);
+    return &o;
+}
+
 static unsigned long long rng = 7;
 
 static float uniform(void)
@@ -209,7 +218,7 @@ int main(int argc, char **argv)
     const int cpu_images = argc > 2 ? atoi(argv[2]) : 2;
     struct backend be, cpu_be;
     char err[256];
-    if (backend_cuda_create(&be, 0, err, sizeof err)) {
+    if (backend_cuda_create(&be, 0, env_options(), err, sizeof err)) {
         printf("bench_cuda: %s — no GPU, nothing measured\n", err);
         return 77;
     }
@@ -265,7 +274,7 @@ int main(int argc, char **argv)
 
     /* GPU (bf16) vs CPU (fp32) on the same images. */
     struct vit *cv = NULL;
-    if (cpu_images > 0 && backend_cpu_create(&cpu_be, 0, err, sizeof err) == 0 &&
+    if (cpu_images > 0 && backend_cpu_create(&cpu_be, env_options(), err, sizeof err) == 0 &&
         vit_create(&cv, &m, &cpu_be, err, sizeof err) == 0) {
         double worst = 0;
         for (int i = 0; i < cpu_images && i < 32; i++) {

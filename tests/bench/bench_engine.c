@@ -22,7 +22,7 @@
  * Output: one JSON object on stdout; a readable line on stderr. */
 #include "activations.h"
 #include "attention.h"
-#include "backend.h"
+#include "backend_cpu.h"
 #include "layernorm.h"
 #include "linear.h"
 #include "linear_packed.h"
@@ -360,12 +360,17 @@ static void print_breakdown(struct backend *be, const struct model_config *c, in
     void *qkv_wb = bench_weight(be, qkv_w, 3 * D, D), *proj_wb = bench_weight(be, proj_w, D, D);
     void *fc1_wb = bench_weight(be, fc1_w, F, D), *fc2_wb = bench_weight(be, fc2_w, D, F);
     /* The op's own scratch (one block of score rows per thread), shared by the GEMM timings. */
-    const size_t score_floats = attention_scratch_floats_cpu(T);
+    enum cpu_isa gemm_isa, att_isa;
+    if (backend_cpu_isas(be, &gemm_isa, &att_isa))
+        die("the breakdown times the CPU backend's ops");
+    const size_t score_floats = attention_scratch_floats_cpu(att_isa, T) > attention_scratch_floats_cpu(CPU_ISA_NONE, T)
+                                    ? attention_scratch_floats_cpu(att_isa, T)
+                                    : attention_scratch_floats_cpu(CPU_ISA_NONE, T);
     float *lnw = random_buffer((size_t)D, 0.1f), *scores = random_buffer(score_floats, 0.0f);
     for (int i = 0; i < D; i++)
         lnw[i] += 1.0f;
     const struct backend_ops *ops = be->ops;
-    const int packed = linear_packed_available();
+    const int packed = gemm_isa != CPU_ISA_NONE;
 
     enum { N_OPS = 13 };
     struct op_time t[N_OPS];
@@ -373,22 +378,20 @@ static void print_breakdown(struct backend *be, const struct model_config *c, in
     const double r = rows, d = D, f = F, tt = T;
     /* Lines starting with a space are shown for comparison and not added to the block's sum. */
     TIME_OP(t[n++], "layernorm (×2)", 0, layernorm_forward_cpu(h, x, lnw, bias, rows, D, D, 1e-6f));
-    const char *gemm_isa = linear_packed_isa();
     TIME_OP(t[n++], !packed ? "qkv linear (OpenBLAS)"
-                    : gemm_isa && strcmp(gemm_isa, "avx2") == 0 ? "qkv linear (packed AVX2 kernel)"
-                                                                : "qkv linear (packed kernel)",
+                    : gemm_isa == CPU_ISA_AVX2 ? "qkv linear (packed AVX2 kernel)"
+                                               : "qkv linear (packed kernel)",
             2 * r * d * 3 * d,
             ops->linear(be, wbuf, h, qkv_wb, bias, rows, 3 * D, D, EPILOGUE_NONE));
     /* The attention op as the engine runs it, then the portable BLAS form beside it and each of
      * that form's two GEMMs alone, run as it runs them. */
-    const int fused = attention_cpu_impl_resolve(ATTENTION_CPU_AUTO) == ATTENTION_CPU_FUSED;
-    const char *isa = attention_fused_isa();
-    TIME_OP(t[n++], !fused ? "attention (BLAS form)"
-                    : isa && strcmp(isa, "avx2") == 0 ? "attention (fused AVX2 kernel)"
-                                                      : "attention (fused AVX-512 kernel)",
-            4 * batch * tt * tt * d, attention_forward_cpu(att, wbuf, batch, T, H, scores, score_floats));
+    TIME_OP(t[n++], att_isa == CPU_ISA_NONE ? "attention (BLAS form)"
+                    : att_isa == CPU_ISA_AVX2 ? "attention (fused AVX2 kernel)"
+                                              : "attention (fused AVX-512 kernel)",
+            4 * batch * tt * tt * d,
+            attention_forward_cpu(att_isa, att, wbuf, batch, T, H, scores, score_floats));
     TIME_OP(t[n++], "  attention, BLAS form", 4 * batch * tt * tt * d,
-            attention_forward_cpu_impl(ATTENTION_CPU_BLAS, att, wbuf, batch, T, H, scores, score_floats));
+            attention_forward_cpu(CPU_ISA_NONE, att, wbuf, batch, T, H, scores, score_floats));
     TIME_OP(t[n++], "    of which Q·Kᵀ sgemm", 2 * batch * tt * tt * d,
             attention_gemms(att, wbuf, batch, T, H, scores, 0));
     TIME_OP(t[n++], "    of which P·V sgemm", 2 * batch * tt * tt * d,
@@ -448,7 +451,10 @@ static int run_model(const struct options *o)
     if (model_open(&m, o->model_path, err, sizeof err))
         die("%s: %s", o->model_path, err);
     struct backend be;
-    if (backend_cpu_create(&be, o->threads, err, sizeof err))
+    struct backend_options bo;
+    backend_options_from_env(&bo);
+    bo.threads = o->threads;
+    if (backend_cpu_create(&be, &bo, err, sizeof err))
         die("%s", err);
     struct vit *v;
     if (vit_create(&v, &m, &be, err, sizeof err))

@@ -13,14 +13,23 @@
 
 #include <string.h>
 
+/* The backend options as the programs take them: the STOPCAL_CPU_* knobs select the path variant
+ * ctest runs (portable, AVX2). */
+static const struct backend_options *env_options(void)
+{
+    static struct backend_options o;
+    backend_options_from_env(&o);
+    return &o;
+}
+
 static unsigned long long rng = 2024;
 
 static int open_cuda(struct backend *be, char *err, size_t errlen)
 {
 #ifdef STOPCAL_CUDA_EMULATION
-    return backend_cuda_emu_create(be, err, errlen);
+    return backend_cuda_emu_create(be, env_options(), err, errlen);
 #else
-    return backend_cuda_create(be, 0, err, errlen);
+    return backend_cuda_create(be, 0, env_options(), err, errlen);
 #endif
 }
 
@@ -131,7 +140,7 @@ static void run_model(const char *path)
     }
     struct backend cpu_be, cuda_be;
     struct vit *cpu = NULL, *gpu = NULL;
-    CHECK(backend_cpu_create(&cpu_be, 0, err, sizeof err) == 0, "%s", err);
+    CHECK(backend_cpu_create(&cpu_be, env_options(), err, sizeof err) == 0, "%s", err);
     CHECK(open_cuda(&cuda_be, err, sizeof err) == 0, "%s", err);
     CHECK(vit_create(&cpu, &m, &cpu_be, err, sizeof err) == 0, "%s", err);
     CHECK(vit_create(&gpu, &m, &cuda_be, err, sizeof err) == 0, "%s", err);

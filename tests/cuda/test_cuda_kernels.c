@@ -16,13 +16,9 @@
  *    |ΔO| ≤ 2u·max|v − O| ≤ 4u·max|v|; with the output rounding, atol = 4u·max|v|, rtol = 2u. */
 #include "../check.h"
 
-#include "activations.h"
-#include "attention.h"
 #include "bf16.h"
 #include "cuda_ops.h"
-#include "layernorm.h"
-#include "linear.h"
-#include "patch_embed.h"
+#include "ref_ops.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -103,7 +99,7 @@ static void test_layernorm_matches_reference(int rows, int dim, int stride)
 {
     float *in = random_floats((size_t)rows * stride, -3, 5), *w = random_floats(dim, 0.5f, 1.5f);
     float *b = random_floats(dim, -1, 1), *want = malloc(sizeof(float) * rows * dim);
-    layernorm_forward_cpu(want, in, w, b, rows, dim, stride, 1e-6f);
+    layernorm_forward_ref(want, in, w, b, rows, dim, stride, 1e-6f);
     void *d_in = to_device_f32(in, (size_t)rows * stride), *d_w = to_device_f32(w, dim), *d_b = to_device_f32(b, dim);
     void *d_out = CUDA_OP(device_alloc)((size_t)rows * dim * 2);
     CHECK(CUDA_OP(layernorm)(d_out, d_in, d_w, d_b, rows, dim, stride, 1e-6f, NULL) == 0, "launch");
@@ -125,8 +121,8 @@ static void test_residual_layernorm_matches_reference(int rows, int dim, int y_t
     void *d_b = to_device_f32(b, dim);
     void *d_y = y_type == CUDA_DTYPE_BF16 ? to_device_bf16(y, n) : to_device_f32(y, n);
     void *d_out = CUDA_OP(device_alloc)(n * 2);
-    layerscale_residual_cpu(x, y, gamma, rows, dim);
-    layernorm_forward_cpu(want, x, w, b, rows, dim, dim, 1e-6f);
+    layerscale_residual_ref(x, y, gamma, rows, dim);
+    layernorm_forward_ref(want, x, w, b, rows, dim, dim, 1e-6f);
     CHECK(CUDA_OP(residual_layernorm)(d_x, d_y, y_type, d_g, d_out, d_w, d_b, rows, dim, 1e-6f, NULL) == 0,
           "launch");
     float *got_x = from_device(d_x, n, CUDA_DTYPE_F32), *got = from_device(d_out, n, CUDA_DTYPE_BF16);
@@ -149,7 +145,7 @@ static void test_layerscale_residual_matches_reference(int rows, int dim, int y_
     float *x = random_floats(n, -3, 3), *y = random_bf16_values(n, -2, 2), *gamma = random_floats(dim, 0, 1);
     void *d_x = to_device_f32(x, n), *d_g = to_device_f32(gamma, dim);
     void *d_y = y_type == CUDA_DTYPE_BF16 ? to_device_bf16(y, n) : to_device_f32(y, n);
-    layerscale_residual_cpu(x, y, gamma, rows, dim);
+    layerscale_residual_ref(x, y, gamma, rows, dim);
     CHECK(CUDA_OP(layerscale_residual)(d_x, d_y, y_type, d_g, rows, dim, NULL) == 0, "launch");
     float *got = from_device(d_x, n, CUDA_DTYPE_F32);
     double *ref = widen(x, n);
@@ -166,18 +162,15 @@ static void test_bias_act_matches_reference(int rows, int cols, int act, int x_t
     float *x = random_bf16_values(n, -4, 4), *bias = random_floats(cols, -1, 1);
     void *d_x = x_type == CUDA_DTYPE_BF16 ? to_device_bf16(x, n) : to_device_f32(x, n);
     void *d_b = to_device_f32(bias, cols);
-    bias_add_cpu(x, bias, rows, cols);
-    if (act == CUDA_ACT_GELU)
-        gelu_inplace_cpu(x, (long)n);
-    else if (act == CUDA_ACT_RELU)
-        relu_inplace_cpu(x, (long)n);
+    bias_act_ref(x, bias, rows, cols,
+                 act == CUDA_ACT_GELU ? EPILOGUE_GELU : act == CUDA_ACT_RELU ? EPILOGUE_RELU : EPILOGUE_NONE);
     CHECK(CUDA_OP(bias_act)(d_x, x_type, d_b, rows, cols, act, NULL) == 0, "launch");
     float *got = from_device(d_x, n, x_type);
     double *ref = widen(x, n);
     const char *names[] = {"bias", "bias+gelu", "bias+relu"};
     char what[80];
     snprintf(what, sizeof what, "%s rows=%d cols=%d %s", names[act], rows, cols, x_type ? "bf16" : "f32");
-    /* fp32: erff vs the CPU's fast_erff (abs. error < 2e-7) */
+    /* fp32: the kernel's erff vs the reference's double erf */
     CHECK(check_close(what, got, ref, n, 1e-6, x_type == CUDA_DTYPE_BF16 ? 2 * BF16_U : 1e-6), "%s", what);
     CUDA_OP(device_free)(d_x), CUDA_OP(device_free)(d_b);
     free(x), free(bias), free(got), free(ref);
@@ -188,7 +181,7 @@ static void test_swiglu_matches_reference(int rows, int hidden)
     const size_t n_in = (size_t)rows * 2 * hidden, n = (size_t)rows * hidden;
     float *in = random_bf16_values(n_in, -6, 6), *want = malloc(sizeof(float) * n);
     void *d_in = to_device_bf16(in, n_in), *d_out = CUDA_OP(device_alloc)(n * 2);
-    swiglu_forward_cpu(want, in, rows, hidden);
+    swiglu_forward_ref(want, in, rows, hidden);
     CHECK(CUDA_OP(swiglu)(d_out, d_in, rows, hidden, NULL) == 0, "launch");
     float *got = from_device(d_out, n, CUDA_DTYPE_BF16);
     double *ref = widen(want, n);
@@ -214,8 +207,8 @@ static void test_patch_embed_matches_reference(int B, int S, int P, int D, int R
     /* The kernel rounds pixels to bf16 on the way into the tensor cores; so does the reference. */
     for (size_t i = 0; i < n_pix; i++)
         pix[i] = bf16_round(pix[i]);
-    float *want = malloc(sizeof(float) * n_out), *scratch = malloc(sizeof(float) * patch_embed_scratch_floats_cpu(B, S, P));
-    patch_embed_forward_cpu(want, pix, w, bias, cls, R ? reg : NULL, pos, B, S, P, D, R, scratch);
+    float *want = malloc(sizeof(float) * n_out);
+    patch_embed_forward_ref(want, pix, w, bias, cls, R ? reg : NULL, pos, B, S, P, D, R);
     float *got = from_device(d_x, n_out, CUDA_DTYPE_F32);
     double *ref = widen(want, n_out);
     char what[96];
@@ -224,7 +217,7 @@ static void test_patch_embed_matches_reference(int B, int S, int P, int D, int R
     void *bufs[] = {d_pix, d_w, d_b, d_cls, d_reg, d_pos, d_x};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         CUDA_OP(device_free)(bufs[i]);
-    free(pix), free(w), free(bias), free(cls), free(reg), free(pos), free(want), free(scratch), free(got), free(ref);
+    free(pix), free(w), free(bias), free(cls), free(reg), free(pos), free(want), free(got), free(ref);
 }
 
 static void test_attention_matches_reference(int B, int T, int H)
@@ -232,9 +225,8 @@ static void test_attention_matches_reference(int B, int T, int H)
     const size_t D = (size_t)H * 64, n_qkv = (size_t)B * T * 3 * D, n = (size_t)B * T * D;
     const float vmax = 2.0f;
     float *qkv = random_bf16_values(n_qkv, -vmax, vmax), *want = malloc(sizeof(float) * n);
-    float *scratch = malloc(sizeof(float) * attention_scratch_floats_cpu(T));
     void *d_qkv = to_device_bf16(qkv, n_qkv), *d_out = CUDA_OP(device_alloc)(n * 2);
-    attention_forward_cpu(want, qkv, B, T, H, scratch, attention_scratch_floats_cpu(T));
+    attention_forward_ref(want, qkv, B, T, H);
     CHECK(CUDA_OP(attention)(d_out, d_qkv, B, T, H, NULL) == 0, "launch");
     float *got = from_device(d_out, n, CUDA_DTYPE_BF16);
     double *ref = widen(want, n);
@@ -242,7 +234,7 @@ static void test_attention_matches_reference(int B, int T, int H)
     snprintf(what, sizeof what, "attention B=%d T=%d H=%d", B, T, H);
     CHECK(check_close(what, got, ref, n, 4 * BF16_U * vmax, 2 * BF16_U), "%s", what);
     CUDA_OP(device_free)(d_qkv), CUDA_OP(device_free)(d_out);
-    free(qkv), free(want), free(scratch), free(got), free(ref);
+    free(qkv), free(want), free(got), free(ref);
 }
 
 static void test_linear_matches_reference(void *blas, int M, int N, int K, int act, int out_type)
@@ -251,8 +243,8 @@ static void test_linear_matches_reference(void *blas, int M, int N, int K, int a
     float *bias = random_floats(N, -1, 1), *want = malloc(sizeof(float) * M * N), *z = malloc(sizeof(float) * M * N);
     void *d_in = to_device_bf16(in, (size_t)M * K), *d_w = to_device_bf16(w, (size_t)N * K);
     void *d_b = to_device_f32(bias, N), *d_out = CUDA_OP(device_alloc)((size_t)M * N * 4);
-    linear_forward_cpu(want, in, w, bias, M, N, K, (enum linear_epilogue)act);
-    linear_forward_cpu(z, in, w, bias, M, N, K, EPILOGUE_NONE);
+    linear_forward_ref(want, in, w, bias, M, N, K, (enum linear_epilogue)act);
+    linear_forward_ref(z, in, w, bias, M, N, K, EPILOGUE_NONE);
     CHECK(CUDA_OP(linear)(blas, d_out, out_type, d_in, d_w, d_b, M, N, K, act, NULL) == 0, "launch");
     float *got = from_device(d_out, (size_t)M * N, out_type);
     double *ref = widen(want, (size_t)M * N);

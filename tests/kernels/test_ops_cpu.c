@@ -8,6 +8,7 @@
 #include "layernorm.h"
 #include "linear.h"
 #include "linear_packed.h"
+#include "cpu_isa.h"
 #include "patch_embed.h"
 #include "sha256.h"
 #include "threads.h"
@@ -101,45 +102,41 @@ static void naive_attention(double *out, const float *qkv, int B, int T, int H)
     free(s);
 }
 
-static void test_attention_matches_naive_softmax(enum attention_cpu_impl impl, int B, int T, int H)
+static void test_attention_matches_naive_softmax(enum cpu_isa isa, int B, int T, int H)
 {
     const size_t D = (size_t)H * 64;
     float *qkv = random_floats((size_t)B * T * 3 * D, -2, 2);
     float *out = malloc(sizeof(float) * B * T * D);
-    float *scratch = malloc(sizeof(float) * attention_scratch_floats_cpu(T));
+    float *scratch = malloc(sizeof(float) * attention_scratch_floats_cpu(isa, T));
     double *want = malloc(sizeof(double) * B * T * D);
-    attention_forward_cpu_impl(impl, out, qkv, B, T, H, scratch, attention_scratch_floats_cpu(T));
+    attention_forward_cpu(isa, out, qkv, B, T, H, scratch, attention_scratch_floats_cpu(isa, T));
     naive_attention(want, qkv, B, T, H);
     char what[96];
     snprintf(what, sizeof what, "attention (%s) B=%d T=%d H=%d",
-             impl == ATTENTION_CPU_FUSED ? "fused" : "blas", B, T, H);
+             isa == CPU_ISA_NONE ? "blas" : cpu_isa_name(isa), B, T, H);
     CHECK(check_close(what, out, want, (size_t)B * T * D, 2e-6, 2e-5), "%s", what);
     free(qkv), free(out), free(scratch), free(want);
 }
 
 /* Both implementations over shapes that hit every tail: one token, fewer keys than a panel, rows
  * not a multiple of the tile, a thread boundary inside a head, several images and heads, and the
- * B/14 @560 token count; the fused one with each instruction set the CPU has
- * (STOPCAL_CPU_ATTENTION=avx2 selects AVX2 on an AVX-512 CPU). */
+ * B/14 @560 token count; the fused one with each instruction set the CPU has. */
 static void test_attention_implementations(void)
 {
     static const int shapes[][3] = {{1, 1, 1}, {2, 37, 2}, {1, 261, 3}, {3, 33, 1}, {1, 1601, 1}};
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
-        test_attention_matches_naive_softmax(ATTENTION_CPU_BLAS, shapes[s][0], shapes[s][1], shapes[s][2]);
-    static const char *isas[] = {"avx512", "avx2"};
+        test_attention_matches_naive_softmax(CPU_ISA_NONE, shapes[s][0], shapes[s][1], shapes[s][2]);
+    static const enum cpu_isa isas[] = {CPU_ISA_AVX512, CPU_ISA_AVX2};
     for (size_t i = 0; i < sizeof isas / sizeof *isas; i++) {
-        setenv("STOPCAL_CPU_ATTENTION", isas[i], 1);
-        const char *got = attention_fused_isa();
-        if (!got || strcmp(got, isas[i]) != 0) {
-            printf("attention: fused %s kernel not available on this CPU (not checked)\n", isas[i]);
+        if (!cpu_isa_supported(isas[i]) || !attention_fused_has_kernel(isas[i])) {
+            printf("attention: fused %s kernel not available on this CPU (not checked)\n",
+                   cpu_isa_name(isas[i]));
             continue;
         }
-        printf("attention: checking the fused %s kernel\n", isas[i]);
+        printf("attention: checking the fused %s kernel\n", cpu_isa_name(isas[i]));
         for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
-            test_attention_matches_naive_softmax(ATTENTION_CPU_FUSED, shapes[s][0], shapes[s][1],
-                                                 shapes[s][2]);
+            test_attention_matches_naive_softmax(isas[i], shapes[s][0], shapes[s][1], shapes[s][2]);
     }
-    unsetenv("STOPCAL_CPU_ATTENTION");
     /* A scratch with room for one thread only still gives the right answer. */
     const int T = 50, H = 2;
     float *qkv = random_floats((size_t)T * 3 * H * 64, -2, 2);
@@ -148,7 +145,7 @@ static void test_attention_implementations(void)
     size_t one = attention_fused_thread_floats(T) > attention_blas_thread_floats(T)
                      ? attention_fused_thread_floats(T) : attention_blas_thread_floats(T);
     float *scratch = malloc(sizeof(float) * one);
-    attention_forward_cpu(out, qkv, 1, T, H, scratch, one);
+    attention_forward_cpu(cpu_isa_best(), out, qkv, 1, T, H, scratch, one);
     naive_attention(want, qkv, 1, T, H);
     CHECK(check_close("attention, one thread's scratch", out, want, (size_t)T * H * 64, 2e-6, 2e-5),
           "attention with a one-thread scratch");
@@ -194,7 +191,7 @@ static void test_patch_embed_matches_naive_conv(int R)
  * (with the instruction set the caller selected). The packed shapes below hit every tail: one row,
  * rows not a multiple of the tile, more rows than one row block, k of 1, k past one 256 chunk, and
  * an input too large for one row super-block (k = 8192: 256 rows each). */
-static void check_linear(int packed, int M, int N, int K, enum linear_epilogue epilogue, int with_bias)
+static void check_linear(enum cpu_isa packed, int M, int N, int K, enum linear_epilogue epilogue, int with_bias)
 {
     float *in = random_floats((size_t)M * K, -1, 1), *w = random_floats((size_t)N * K, -1, 1);
     float *b = with_bias ? random_floats(N, -1, 1) : NULL, *out = malloc(sizeof(float) * M * N);
@@ -213,7 +210,7 @@ static void check_linear(int packed, int M, int N, int K, enum linear_epilogue e
         }
     if (packed) {
         linear_pack_weight(wp, w, N, K);
-        linear_packed_forward(out, in, wp, b, M, N, K, epilogue);
+        linear_packed_forward(packed, out, in, wp, b, M, N, K, epilogue);
     } else {
         linear_forward_cpu(out, in, w, b, M, N, K, epilogue);
     }
@@ -227,15 +224,15 @@ static void check_linear(int packed, int M, int N, int K, enum linear_epilogue e
     free(in), free(w), free(b), free(out), free(wp), free(want);
 }
 
-static void check_packed_linear(const char *isa)
+static void check_packed_linear(enum cpu_isa isa)
 {
-    printf("linear: checking the packed %s kernel\n", isa);
+    printf("linear: checking the packed %s kernel\n", cpu_isa_name(isa));
     static const int shapes[][3] = {{1, 32, 1}, {9, 64, 17}, {70, 96, 300}, {257, 32, 384}, {8, 128, 513},
                                     {300, 32, 8192}};
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
         for (int e = EPILOGUE_NONE; e <= EPILOGUE_RELU; e++)
-            check_linear(1, shapes[s][0], shapes[s][1], shapes[s][2], (enum linear_epilogue)e, 1);
-    check_linear(1, 13, 64, 40, EPILOGUE_NONE, 0);
+            check_linear(isa, shapes[s][0], shapes[s][1], shapes[s][2], (enum linear_epilogue)e, 1);
+    check_linear(isa, 13, 64, 40, EPILOGUE_NONE, 0);
 
     /* The in-register GELU over its whole range: out = gelu(x + bias) with K = 1 and unit weights,
      * x from -9 to 9, so the erf tails, the sign and zero are all met. */
@@ -253,7 +250,7 @@ static void check_packed_linear(const char *isa)
             want[i * N + j] = 0.5 * x * (1 + erf(x / sqrt(2.0)));
         }
     linear_pack_weight(wp, w, N, 1);
-    linear_packed_forward(out, in, wp, b, M, N, 1, EPILOGUE_GELU);
+    linear_packed_forward(isa, out, in, wp, b, M, N, 1, EPILOGUE_GELU);
     CHECK(check_close("packed GELU epilogue on [-9, 9]", out, want, (size_t)M * N, 5e-7, 5e-7),
           "packed GELU epilogue");
     free(in), free(w), free(b), free(wp), free(out), free(want);
@@ -262,26 +259,16 @@ static void check_packed_linear(const char *isa)
 static void test_linear_epilogues(void)
 {
     for (int e = EPILOGUE_NONE; e <= EPILOGUE_RELU; e++)
-        check_linear(0, 5, 19, 33, (enum linear_epilogue)e, 1);
-    /* Each instruction set the CPU has; STOPCAL_CPU_GEMM=avx2 selects the AVX2 tile on an
-     * AVX-512 CPU. */
-    static const char *isas[] = {"avx512", "avx2"};
+        check_linear(CPU_ISA_NONE, 5, 19, 33, (enum linear_epilogue)e, 1);
+    /* Each instruction set the CPU has. */
+    static const enum cpu_isa isas[] = {CPU_ISA_AVX512, CPU_ISA_AVX2};
     for (size_t i = 0; i < sizeof isas / sizeof *isas; i++) {
-        setenv("STOPCAL_CPU_GEMM", isas[i], 1);
-        const char *got = linear_packed_isa();
-        if (got && strcmp(got, isas[i]) == 0)
+        if (cpu_isa_supported(isas[i]) && linear_packed_has_tile(isas[i]))
             check_packed_linear(isas[i]);
         else
-            printf("linear: packed %s kernel not available on this CPU (not checked)\n", isas[i]);
+            printf("linear: packed %s kernel not available on this CPU (not checked)\n",
+                   cpu_isa_name(isas[i]));
     }
-    /* Weights packed before STOPCAL_CPU_GEMM=blas was set still run, on the CPU's own tile. */
-    unsetenv("STOPCAL_CPU_GEMM");
-    if (linear_packed_available()) {
-        setenv("STOPCAL_CPU_GEMM", "blas", 1);
-        CHECK(!linear_packed_available(), "STOPCAL_CPU_GEMM=blas turns the packed kernel off");
-        check_linear(1, 9, 64, 17, EPILOGUE_GELU, 1);
-    }
-    unsetenv("STOPCAL_CPU_GEMM");
 }
 
 static void test_swiglu_and_layerscale(void)

@@ -9,6 +9,15 @@
 
 #include <string.h>
 
+/* The backend options as the programs take them: the STOPCAL_CPU_* knobs select the path variant
+ * ctest runs (portable, AVX2). */
+static const struct backend_options *env_options(void)
+{
+    static struct backend_options o;
+    backend_options_from_env(&o);
+    return &o;
+}
+
 static unsigned long long rng = 99;
 
 static void test_batch_gives_each_image_its_own_logit(struct vit *v, int S)
@@ -72,7 +81,7 @@ int main(int argc, char **argv)
     }
     struct backend be;
     struct vit *v;
-    CHECK(backend_cpu_create(&be, 0, err, sizeof err) == 0, "%s", err);
+    CHECK(backend_cpu_create(&be, env_options(), err, sizeof err) == 0, "%s", err);
     CHECK(vit_create(&v, &m, &be, err, sizeof err) == 0, "%s", err);
     const int S = m.config.input_size, P = m.config.patch_size;
     model_close(&m); /* the engine keeps its own copy of the weights */

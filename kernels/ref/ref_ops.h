@@ -1,0 +1,41 @@
+/* Plain C references of every backend op: the ground truth the CPU kernels (kernels/cpu/) and the
+ * CUDA kernels (kernels/cuda/) are tested against, and nothing else uses. Short enough to check by
+ * eye against the maths in each comment; sums accumulate in double so the result is close to the
+ * correctly rounded fp32 of the exact value, whatever order a fast kernel sums in. Single-threaded,
+ * no intrinsics, no BLAS; slow on purpose. Shapes are in the comments, row-major. */
+#ifndef STOPCAL_REF_OPS_H
+#define STOPCAL_REF_OPS_H
+
+#include "backend.h"
+
+/* out (M, N) = epilogue(in (M, K) · W (N, K)ᵀ + bias (N)); bias may be NULL.
+ * GELU is the exact-erf one: 0.5·x·(1 + erf(x/√2)). */
+void linear_forward_ref(float *out, const float *in, const float *weight, const float *bias, int m,
+                        int n, int k, enum linear_epilogue epilogue);
+
+/* out (rows, D) = (x − mean) / √(var + eps) · weight + bias per row of in, rows in_row_stride
+ * apart; var is the population variance. */
+void layernorm_forward_ref(float *out, const float *in, const float *weight, const float *bias,
+                           int rows, int dim, int in_row_stride, float eps);
+
+/* out (B, T, H·64) = softmax(q·kᵀ/8)·v per image and head, from qkv (B, T, 3·H·64) laid out
+ * [q heads | k heads | v heads] per token. */
+void attention_forward_ref(float *out, const float *qkv, int batch, int tokens, int heads);
+
+/* x (B, T, D) = [cls + pos[0], registers (R, D), patch p · Wᵀ + bias + pos[1 + p]] where patch p is
+ * the (3, P, P) block of pixels (B, 3, S, S) at row p / g, column p % g of the g × g grid, g = S/P,
+ * flattened channel-major as W (D, 3·P·P) expects; registers may be NULL when R = 0. */
+void patch_embed_forward_ref(float *x, const float *pixels, const float *weight, const float *bias,
+                             const float *cls_token, const float *registers, const float *pos,
+                             int batch, int image_size, int patch_size, int dim, int num_registers);
+
+/* x (rows, cols) = act(x + bias (cols)), act as the linear epilogue */
+void bias_act_ref(float *x, const float *bias, long rows, int cols, enum linear_epilogue act);
+
+/* x (rows, D) += gamma (D) ⊙ y (rows, D) */
+void layerscale_residual_ref(float *x, const float *y, const float *gamma, long rows, int dim);
+
+/* out (rows, F) = silu(in[:, :F]) ⊙ in[:, F:], in (rows, 2F), silu(a) = a / (1 + e^−a) */
+void swiglu_forward_ref(float *out, const float *in, long rows, int hidden);
+
+#endif
