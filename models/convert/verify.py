@@ -2,7 +2,7 @@
 checkpoint tensors in a PyTorch model of the reference (convert/torch_reference.py).
 
 Each image becomes one input tensor — a FITS file through the reference preprocessing
-(tests/image/ref_preprocess.py, float64, the model's profile), a raw float32 `.f32` file as it
+(models/convert/reference_preprocess.py, float64, the model's profile), a raw float32 `.f32` file as it
 is — and both networks score that same tensor, so the difference measures the conversion and
 the engine, not the preprocessing. Where stopcal-infer reads FITS itself, the images are also
 scored end to end and that difference (preprocessing included) is printed beside it.
@@ -54,13 +54,13 @@ def _load_pixels(path, size):
 
 
 def _preprocess_fits(path, cfg):
-    sys.path.insert(0, os.path.join(ROOT, "tests", "image"))
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     try:
-        import ref_preprocess
+        import reference_preprocess as ref_preprocess
     except ImportError as e:
         raise VerifyError(f"{path}: FITS input needs the reference preprocessing "
-                          f"(tests/image/ref_preprocess.py with astropy, matplotlib and torch): "
-                          f"{e}; or pass preprocessed .f32 tensors") from None
+                          f"(models/convert/reference_preprocess.py with astropy, matplotlib and "
+                          f"torch): {e}; or pass preprocessed .f32 tensors") from None
     pre = cfg["preprocessing"]
     out = ref_preprocess.preprocess(path, pre["profile"], cfg["input"]["size"], pre["mean"],
                                     pre["std"])

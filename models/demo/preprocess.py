@@ -2,7 +2,7 @@
 
 The model is trained on exactly what this computes from the FITS data, which is what stopcal's C
 preprocessing computes from the same file (tests/demo checks this against the project's reference,
-tests/image/ref_preprocess.py, when it is present).
+models/convert/reference_preprocess.py, when torch and astropy are present).
 
     tensor, rms, nonfinite = preprocess_image(image2d, size=112)      # from pixels
     tensor, rms, nonfinite = preprocess_fits("x.fits", size=112)       # from a file

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark (not a test): FITS bytes → model input tensor for a 2048² LOFAR-like image, one thread,
 ours (image_tool bench → image_to_tensor) against the Python reference path:
-  - "reference f64": tests/image/ref_preprocess.py, the float64 maths our parity tests compare with;
+  - "reference f64": models/convert/reference_preprocess.py, the float64 maths our parity tests compare with;
   - "deployed f32": cortExchange as deployed — astropy's float32 array through numpy/matplotlib in
     float32, interpolate in float32 (what V3 does; V2 even does it in bfloat16).
 Prints MPixel/s (input pixels per second) for each and the ratios. Target (DESIGN §8): ≥ 10×.
@@ -28,7 +28,8 @@ from matplotlib.colors import SymLogNorm  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "image"))
 import gen_fits  # noqa: E402
-import ref_preprocess  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models", "convert"))
+import reference_preprocess as ref_preprocess  # noqa: E402
 
 
 def deployed_f32(path, profile, size):

@@ -105,12 +105,9 @@ def test_examples_are_the_recorded_files(ctx):
 
 def test_preprocessing_matches_reference(ctx):
     """The demo's preprocessing (what the model was trained on) equals the project's reference
-    preprocessing (tests/image/ref_preprocess.py) on the examples."""
-    ref_dir = os.path.join(ROOT, "tests", "image")
-    if not os.path.exists(os.path.join(ref_dir, "ref_preprocess.py")):
-        raise Skipped("tests/image/ref_preprocess.py is not in this tree")
-    sys.path.insert(0, ref_dir)
-    import ref_preprocess
+    preprocessing (models/convert/reference_preprocess.py) on the examples."""
+    sys.path.insert(0, os.path.join(ROOT, "models", "convert"))
+    import reference_preprocess as ref_preprocess
     paths, _ = example_paths()
     for p, (ours, rms, nf) in zip(paths, preprocessed(paths, 112)):
         ref, ref_rms, ref_nf = ref_preprocess.preprocess(p, "cortexchange-v2", 112)

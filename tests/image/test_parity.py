@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Parity of our FITS decoding and preprocessing with the reference (ref_preprocess.py: astropy,
+"""Parity of our FITS decoding and preprocessing with the reference (models/convert/reference_preprocess.py: astropy,
 numpy, matplotlib's SymLogNorm, torch's F.interpolate) on the images gen_fits.py writes.
 
 Usage: test_parity.py IMAGE_TOOL WORKDIR [--quick]
@@ -17,7 +17,8 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import gen_fits  # noqa: E402
-import ref_preprocess  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models", "convert"))
+import reference_preprocess as ref_preprocess  # noqa: E402
 
 TENSOR_TOL = 1e-5
 RMS_REL_TOL = 1e-6

@@ -17,7 +17,8 @@ import numpy as np
 from matplotlib.colors import SymLogNorm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import ref_preprocess  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models", "convert"))
+import reference_preprocess as ref_preprocess  # noqa: E402
 
 RMS_REL_TOL = 1e-6
 
