@@ -1,4 +1,4 @@
-/* libstopcal: the C client of stopcald (DESIGN §6).
+/* libstopcal: the C client of stopcald (ARCHITECTURE.md §6).
  *
  * A client holds one or more server base URLs ("http://host:8080"), one libcurl easy handle (so the
  * TCP connection is reused from request to request) and the options below. Every function taking a
@@ -61,7 +61,7 @@ struct stopcal_options {
 /* The defaults listed above. */
 void stopcal_options_default(struct stopcal_options *o);
 
-/* One image's answer: the result object of DESIGN §6. */
+/* One image's answer: the result object of ARCHITECTURE.md §6. */
 struct stopcal_image_result {
     char name[256];
     double continue_score;   /* sigmoid(logit): the reference's "continue" score */

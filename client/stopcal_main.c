@@ -1,4 +1,4 @@
-/* stopcal: the command-line client of stopcald (DESIGN §6b).
+/* stopcal: the command-line client of stopcald (ARCHITECTURE.md §6b).
  *   stopcal predict FILE…      a table (or --json, --csv); exit 0, or 1 with a message on stderr
  *   stopcal should-stop FILE   exit 0 = stop, 1 = continue, 2 = error
  *   stopcal health             readiness of every server; exit 0 when at least one is ready

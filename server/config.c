@@ -1,5 +1,5 @@
 /* The flag table: one row per option with its environment variable, type, bounds and help text.
- * The environment is applied first, then argv, so the command line wins (DESIGN §6). */
+ * The environment is applied first, then argv, so the command line wins (ARCHITECTURE.md §6). */
 #include "config.h"
 
 #include <ctype.h>

@@ -41,7 +41,7 @@ struct server_config {
     int debug_infer_delay_ms; /* tests only: sleep before each forward pass */
 };
 
-/* The compile-time default model path (DESIGN §6b: "with no --model, the default model"). */
+/* The compile-time default model path (ARCHITECTURE.md §6b: "with no --model, the default model"). */
 #ifndef STOPCAL_DEFAULT_MODEL_PATH
 #define STOPCAL_DEFAULT_MODEL_PATH "models/demo/stopcal-demo.safetensors"
 #endif

@@ -3,7 +3,7 @@
  * passes at once would only fight over the same cores); requests hand it preprocessed tensors
  * through per-model queues, and it runs them in batches of up to max_batch images.
  *
- * Batching rule (DESIGN §6): a batch is dispatched at once when the engine is idle; it waits (at
+ * Batching rule (ARCHITECTURE.md §6): a batch is dispatched at once when the engine is idle; it waits (at
  * most max_delay_ms after its oldest image was queued) only while more images for the same model
  * are known to be on their way — requests whose bodies are being received or preprocessed,
  * announced with engine_incoming(). */

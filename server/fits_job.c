@@ -1,4 +1,4 @@
-/* fits_job: the call into the image library (DESIGN §4), mapping its codes onto HTTP's. */
+/* fits_job: the call into the image library (ARCHITECTURE.md §4), mapping its codes onto HTTP's. */
 #include "fits_job.h"
 
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* stopcal-infer: run a model offline, no server (DESIGN §6b). Images go through the engine in
+/* stopcal-infer: run a model offline, no server (ARCHITECTURE.md §6b). Images go through the engine in
  * batches of up to --max-batch; output is one line per image, or with --json one object
  * {"model", "stopcal_version", "results"} on stdout. */
 #include "backend.h"

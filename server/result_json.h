@@ -1,4 +1,4 @@
-/* The one result object (DESIGN §6), the same in stopcald, stopcal-infer --json and the client:
+/* The one result object (ARCHITECTURE.md §6), the same in stopcald, stopcal-infer --json and the client:
  * {"name", "continue_score", "stop_probability", "decision", "threshold", "logit", "rms",
  *  "nonfinite_pixels"}. */
 #ifndef STOPCAL_RESULT_JSON_H

@@ -1,4 +1,4 @@
-/* stopcald: the HTTP/JSON inference service (DESIGN §6, §6b). main() owns the lifecycle: load the
+/* stopcald: the HTTP/JSON inference service (ARCHITECTURE.md §6, §6b). main() owns the lifecycle: load the
  * models, size the threads from the CPUs this process may use, start the engine (whose canary makes
  * the service ready) and the HTTP server, then wait for SIGTERM/SIGINT and drain: not-ready at once,
  * keep serving for a grace period, stop accepting, finish the work in flight, exit 0. */

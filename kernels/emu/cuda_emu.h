@@ -1,5 +1,5 @@
 /* Host emulation of the CUDA subset our kernels use, so every kernel also compiles with the host
- * C++ compiler and runs in CI without a GPU (DESIGN §7). One OS thread per CUDA thread with real
+ * C++ compiler and runs in CI without a GPU (ARCHITECTURE.md §7). One OS thread per CUDA thread with real
  * barriers: __syncthreads is a barrier over the block, warp shuffles and the tensor-core wrappers
  * exchange values through a per-warp buffer and a barrier over the warp's 32 threads. Blocks run
  * one after another (so a function-level static is a faithful __shared__), launches are

@@ -1,4 +1,4 @@
-"""From the reference pipeline's files to one stopcal model file (DESIGN §3, models/FORMAT.md).
+"""From the reference pipeline's files to one stopcal model file (ARCHITECTURE.md §3, models/FORMAT.md).
 
 Inputs: a DINOv2 backbone (the torch-hub release `.pth`, or a Hugging Face safetensors file)
 and a fine-tuned checkpoint as astroNNomy's `save_checkpoint` writes it:
@@ -443,11 +443,11 @@ def convert(backbone, ck, lora=None, profile="cortexchange-v2", name=None, versi
     if not isinstance(model_name, str) or "dinov2" not in model_name:
         origin = "" if "model_name" in ck.model_kwargs else " (absent: the reference's default)"
         raise ConversionError(f"{path}: config.model model_name is {model_name!r}{origin}; "
-                              f"stopcal serves DINOv2 backbones only (DESIGN §3)")
+                              f"stopcal serves DINOv2 backbones only (ARCHITECTURE.md §3)")
     lift = ck.kw("lift")
     if lift != "stack":
         raise ConversionError(f"{path}: config.model lift is {lift!r}; only 'stack' (the grey "
-                              f"image repeated to 3 channels) is supported (DESIGN §3)")
+                              f"image repeated to 3 channels) is supported (ARCHITECTURE.md §3)")
     wants_reg = "_reg" in model_name
     if wants_reg != (R > 0):
         raise ConversionError(

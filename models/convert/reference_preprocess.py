@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""The reference preprocessing (DESIGN §4), written with the libraries the pipeline uses: astropy
+"""The reference preprocessing (ARCHITECTURE.md §4), written with the libraries the pipeline uses: astropy
 reads, numpy computes the rms, matplotlib's SymLogNorm stretches, torch's F.interpolate resizes.
-It follows cortExchange's TransferLearningV2/V3 step by step, in float64 throughout (DESIGN §3:
+It follows cortExchange's TransferLearningV2/V3 step by step, in float64 throughout (ARCHITECTURE.md §3:
 "the preprocessing in float64"), with non-finite pixels set to 0 first and no noise.
 
 What the deployed code does differently, and why this reference does not follow it:

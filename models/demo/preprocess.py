@@ -1,4 +1,4 @@
-"""The demo model's input: DESIGN §4, profile cortexchange-v2, step by step (numpy + torch).
+"""The demo model's input: ARCHITECTURE.md §4, profile cortexchange-v2, step by step (numpy + torch).
 
 The model is trained on exactly what this computes from the FITS data, which is what stopcal's C
 preprocessing computes from the same file (tests/demo checks this against the project's reference,

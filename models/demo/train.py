@@ -352,7 +352,7 @@ CLS token (its dropout at {info['hparams']['dropout']:g} in training). The logit
 
 ## Input
 
-Preprocessing profile `cortexchange-v2` (DESIGN §4): rms by iterative 3σ clipping, SymLogNorm stretch,
+Preprocessing profile `cortexchange-v2` (ARCHITECTURE.md §4): rms by iterative 3σ clipping, SymLogNorm stretch,
 min-shift, clip to [0, 1], transpose, bilinear resize (no antialias) to 112², three identical
 channels, mean 0 / std 1. The training inputs were computed with `models/demo/preprocess.py` from the
 same float32 pixels the FITS files hold, so the service sees from a FITS file exactly what the model

@@ -1,4 +1,4 @@
-/* Seeded Gaussian noise for the opt-in noise_sigma of the preprocessing (DESIGN §4): xoshiro256**
+/* Seeded Gaussian noise for the opt-in noise_sigma of the preprocessing (ARCHITECTURE.md §4): xoshiro256**
  * seeded through splitmix64, normal deviates by Marsaglia's polar method. The same seed gives the same
  * noise on every platform with an IEEE double libm. Not torch.randn's stream: the reference's noise
  * was never reproducible, so only its distribution is matched. */

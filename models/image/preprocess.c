@@ -1,4 +1,4 @@
-/* The two preprocessing profiles of DESIGN §4, step by step, and image_to_tensor (bytes → tensor).
+/* The two preprocessing profiles of ARCHITECTURE.md §4, step by step, and image_to_tensor (bytes → tensor).
  * What the reference does, from cortExchange (surf/TransferLearningV2 and V3, read for this file):
  * - normalize_fits: squeeze, get_rms, SymLogNorm, y − min(y), clip to [0, 1], then [..., None];
  * - prepare_data: from_numpy, swapdims(0, 2) on (H, W, 1) → (1, W, H), unsqueeze → (1, 1, W, H): the
@@ -6,12 +6,12 @@
  * - V2 resize_and_noise: x + randn·σ (σ = 0.5·size/h) *before* interpolate(size, bilinear,
  *   align_corners=False); V3 resampling.resize_and_noise: interpolate(bilinear, antialias=True) only when
  *   the size differs, then noise *after* it when noise_sigma > 0. We follow each profile's placement,
- *   with σ = cfg->noise_sigma and our own seeded generator (DESIGN §4: opt-in, default off);
+ *   with σ = cfg->noise_sigma and our own seeded generator (ARCHITECTURE.md §4: opt-in, default off);
  * - normalize(batch, mean, std) = (x − mean)/std on the 1-channel tensor (V2 never finds the dataset's
  *   mean/std, so 0/1; V3 reads them), then the model's lift="stack" repeats it to 3 channels.
  * - dtype: astropy's array (float32 for BITPIX −32) goes through matplotlib in that dtype, and the
  *   tensor is cast to bfloat16 before interpolate (V2) or interpolated in float32 and cast back (V3).
- *   We follow DESIGN §3 instead: float64 throughout, float32 only for the result.
+ *   We follow ARCHITECTURE.md §3 instead: float64 throughout, float32 only for the result.
  * Non-finite pixels count as 0 throughout (as training made them) and are counted; the stretched image
  * is made row by row as the resize needs it, never stored whole, and the decoded image is not modified. */
 #include "preprocess.h"

@@ -1,4 +1,4 @@
-/* The reference preprocessing (DESIGN §4): rms by iterative clipping, the SymLogNorm stretch,
+/* The reference preprocessing (ARCHITECTURE.md §4): rms by iterative clipping, the SymLogNorm stretch,
  * min-shift and clip, the transpose, the resize (cortexchange-v2: bilinear; cortexchange-v3:
  * antialiased bilinear, then mean/std), three channels; optional seeded noise. float64 throughout,
  * float32 out. Also the one-call path from FITS bytes to the model's input tensor. */
@@ -11,7 +11,7 @@
 #include "image.h"
 #include "model.h"
 
-/* What the preprocessing measured, reported with each result (DESIGN §6). */
+/* What the preprocessing measured, reported with each result (ARCHITECTURE.md §6). */
 struct preprocess_stats {
     double rms;                /* the clipped noise estimate, in the image's units (Jy/beam) */
     int64_t nonfinite_pixels;  /* NaN/±Inf pixels (BLANK included) set to 0 before everything else */

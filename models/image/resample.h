@@ -23,7 +23,7 @@ enum resample_mode {
 int resample2d_f32(float *out, const float *in, int channels, int in_h, int in_w, int out_h, int out_w,
                    double scale_h, double scale_w, enum resample_mode mode);
 
-/* The same in double precision, for the preprocessing (DESIGN §4: float64 where the reference is). */
+/* The same in double precision, for the preprocessing (ARCHITECTURE.md §4: float64 where the reference is). */
 int resample2d_f64(double *out, const double *in, int channels, int in_h, int in_w, int out_h, int out_w,
                    double scale_h, double scale_w, enum resample_mode mode);
 

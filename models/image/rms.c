@@ -1,4 +1,4 @@
-/* rms by iterative 3-sigma clipping around the median (DESIGN §4 step 2) without copying the image.
+/* rms by iterative 3-sigma clipping around the median (ARCHITECTURE.md §4 step 2) without copying the image.
  * The median: a strided sample places a narrow window around it, one pass (which also counts non-finite
  * pixels, as 0, and sums for the unclipped std) copies the values inside the window, and introselect finds the
  * exact median among them; if the window missed, a histogram of the values' top bits finds its bucket

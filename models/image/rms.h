@@ -1,4 +1,4 @@
-/* The noise estimate of the reference pipeline (Cyril Tasse's kMS get_rms, DESIGN §4 step 2): the
+/* The noise estimate of the reference pipeline (Cyril Tasse's kMS get_rms, ARCHITECTURE.md §4 step 2): the
  * population std of the pixels with |x| > 1e-7, clipped at 3 rms around their median, repeated until
  * it moves by less than 10% (at most 10 times). The median comes from O(n) selection, not a sort. */
 #ifndef STOPCAL_RMS_H

@@ -30,7 +30,7 @@ double symlog_normalize(const struct symlog_norm *s, double a);
 void symlog_stretch_row_f32(const struct symlog_norm *s, double ymin, const float *x, double *y, size_t n);
 void symlog_stretch_row_f64(const struct symlog_norm *s, double ymin, const double *x, double *y, size_t n);
 
-/* In place, with matplotlib's exact operations (for tests; slower): y = norm(x); y −= min(y); clip to [0, 1] (DESIGN §4 steps 3–4). x must be finite. xmin is
+/* In place, with matplotlib's exact operations (for tests; slower): y = norm(x); y −= min(y); clip to [0, 1] (ARCHITECTURE.md §4 steps 3–4). x must be finite. xmin is
  * min(x) (the norm is increasing, so min(y) = norm(xmin)); pass NAN to have it computed here. */
 void symlog_stretch(double *x, size_t n, double rms, double xmin);
 

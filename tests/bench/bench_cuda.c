@@ -1,4 +1,4 @@
-/* CUDA benchmark (needs a GPU; exits 77 without one). Prints ratios, asserts nothing (DESIGN §8):
+/* CUDA benchmark (needs a GPU; exits 77 without one). Prints ratios, asserts nothing (ARCHITECTURE.md §8):
  *  1. the card's measured bf16 matrix rate (a large cuBLAS bf16 GEMM, fp32 accumulation) — the
  *     yardstick for everything else;
  *  2. each of our kernels at ViT-B/14-reg @560 shapes (1,605 tokens, D 768, 12 heads) for batch 8

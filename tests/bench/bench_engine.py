@@ -6,7 +6,7 @@ build-bench, then runs this driver; about 15–20 minutes on 2 quiet cores):
 
     bash tests/bench/run_engine_bench.sh [--markdown FILE] [driver options]
 
-A benchmark, not a test: it asserts nothing about speed (DESIGN §8 asks for printed ratios).
+A benchmark, not a test: it asserts nothing about speed (ARCHITECTURE.md §8 asks for printed ratios).
 
 For ViT-S/14 @224 and ViT-B/14 @560, each with and without 4 registers, at batch 1 and 8, it
 prints images/s for
@@ -68,7 +68,7 @@ CASES = {
     "b560": ("b", 0, 560),
     "b560-reg": ("b", 4, 560),
 }
-ARCH = {"s": (384, 12, 6, 1536), "b": (768, 12, 12, 3072)}  # D, depth, heads, F (DESIGN §3)
+ARCH = {"s": (384, 12, 6, 1536), "b": (768, 12, 12, 3072)}  # D, depth, heads, F (ARCHITECTURE.md §3)
 PATCH = 14
 
 

@@ -4,7 +4,7 @@ ours (image_tool bench → image_to_tensor) against the Python reference path:
   - "reference f64": models/convert/reference_preprocess.py, the float64 maths our parity tests compare with;
   - "deployed f32": cortExchange as deployed — astropy's float32 array through numpy/matplotlib in
     float32, interpolate in float32 (what V3 does; V2 even does it in bfloat16).
-Prints MPixel/s (input pixels per second) for each and the ratios. Target (DESIGN §8): ≥ 10×.
+Prints MPixel/s (input pixels per second) for each and the ratios. Target (ARCHITECTURE.md §8): ≥ 10×.
 
 Usage: bench_preprocess.py IMAGE_TOOL [WORKDIR] [--seconds S]
 """

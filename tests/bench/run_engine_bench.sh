@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command for the CPU engine benchmark (DESIGN §8; a benchmark, not a test):
+# One command for the CPU engine benchmark (ARCHITECTURE.md §8; a benchmark, not a test):
 #
 #   bash tests/bench/run_engine_bench.sh [--markdown FILE] [--json FILE] [other driver options]
 #

@@ -48,7 +48,7 @@ static float *random_pixels(int batch, int S)
  * output carries a relative error of order u, and the residual stream (fp32) accumulates them
  * over the blocks. There is no tight a-priori bound for a whole network; on these random models
  * the measured |Δ continue_score| is ~1e-3 (printed), so 0.02 (≈ 5u) flags any real defect —
- * a wrong layout or a missed op moves the score by O(0.1). DESIGN §3 asks CPU↔GPU agreement to
+ * a wrong layout or a missed op moves the score by O(0.1). ARCHITECTURE.md §3 asks CPU↔GPU agreement to
  * be measured and reported, not asserted at 1e-4. */
 #define SCORE_TOL 0.02
 

@@ -2,7 +2,7 @@
 
 Every case writes a random model (models/stopcal-genmodel) and a few structured images, runs the
 binary on them in one call and requires |Δ logit| ≤ 1e-4·max(1, |logit|) and
-|Δ continue_score| ≤ 1e-4 against the fp32 reference (DESIGN §3).
+|Δ continue_score| ≤ 1e-4 against the fp32 reference (ARCHITECTURE.md §3).
 
     test_parity.py --infer build/server/stopcal-infer [--case NAME]...
 """

@@ -51,7 +51,7 @@ def test_interpolation_modes_differ_off_the_native_grid(ctx):
 
 
 def test_antialias_upsampling_is_not_plain_bicubic(ctx):
-    # The trap DESIGN §3 warns about: at 37 → 40, antialias=True is not a no-op.
+    # The trap ARCHITECTURE.md §3 warns about: at 37 → 40, antialias=True is not a no-op.
     grid = torch.randn(1, 8, 37, 37)
     aa = F.interpolate(grid, size=(40, 40), mode="bicubic", antialias=True, align_corners=False)
     plain = F.interpolate(grid, size=(40, 40), mode="bicubic", align_corners=False)

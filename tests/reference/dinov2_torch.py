@@ -3,7 +3,7 @@
 Written from DINOv2's definition (facebookresearch/dinov2, vision_transformer.py and layers/)
 with torch.nn.functional only — no timm, no copy of the engine's maths — and fed the weights of
 a stopcal model file through models/stopcal_model.py, widened to fp32 exactly as the C reader
-widens them. fp32 is the reference (DESIGN §3); fp64 is there to measure how far fp32 is from the
+widens them. fp32 is the reference (ARCHITECTURE.md §3); fp64 is there to measure how far fp32 is from the
 exact answer.
 
     python3 tests/reference/dinov2_torch.py --model M.safetensors --pixels a.f32 b.f32 [--fp64]

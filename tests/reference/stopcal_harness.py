@@ -28,7 +28,7 @@ sys.path.insert(0, HERE)
 import stopcal_model as sm  # noqa: E402,F401  (tests use it as h.sm)
 
 LOGIT_RTOL = 1e-4   # |Δ logit| ≤ 1e-4 · max(1, |logit|)
-SCORE_ATOL = 1e-4   # |Δ continue_score| ≤ 1e-4 (DESIGN §3)
+SCORE_ATOL = 1e-4   # |Δ continue_score| ≤ 1e-4 (ARCHITECTURE.md §3)
 SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error")
 
 
