@@ -69,12 +69,17 @@ static json_t *model_json(struct server *s, int i)
     const struct engine_model_info *m = engine_model(s->engine, i);
     const struct model_config *c = &m->config;
     json_t *config = json_loads(m->config_json, 0, NULL);
-    return json_pack("{s:s, s:s, s:s, s:b, s:s, s:i, s:s, s:f, s:{s:i, s:i, s:i, s:i, s:i, s:s}, s:o}", "name", m->name,
+    json_t *aliases = json_array();
+    for (int k = 0; k < m->n_aliases; k++)
+        json_array_append_new(aliases, json_string(m->aliases[k]));
+    json_t *doc = json_pack("{s:s, s:s, s:s, s:b, s:s, s:i, s:s, s:f, s:{s:i, s:i, s:i, s:i, s:i, s:s}, s:o}", "name", m->name,
                      "sha256", m->sha256, "version", c->version, "default", i == s->default_model, "backend",
                      m->backend, "input_size", c->input_size, "profile", model_profile_name(c->profile), "threshold",
                      (double)c->threshold, "architecture", "embed_dim", c->embed_dim, "depth", c->depth, "heads",
                      c->num_heads, "registers", c->num_registers, "patch_size", c->patch_size, "ffn",
                      c->ffn == MODEL_FFN_SWIGLU ? "swiglu" : "mlp", "config", config ? config : json_null());
+    json_object_set_new(doc, "aliases", aliases);
+    return doc;
 }
 
 int api_models(struct server *s, struct request *rq, json_t **doc)

@@ -2,6 +2,8 @@
  * The environment is applied first, then argv, so the command line wins (ARCHITECTURE.md §6). */
 #include "config.h"
 
+#include "model_names.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
@@ -9,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum opt_kind { OPT_INT, OPT_SIZE, OPT_STR, OPT_MODEL, OPT_HELP, OPT_VERSION, OPT_HEALTHCHECK };
+enum opt_kind { OPT_INT, OPT_SIZE, OPT_STR, OPT_MODEL, OPT_ALIAS, OPT_HELP, OPT_VERSION, OPT_HEALTHCHECK };
 
 struct opt_spec {
     const char *name;
@@ -30,6 +32,9 @@ static const struct opt_spec opts[] = {
     {"model", "STOPCAL_MODEL", OPT_MODEL, 0, 0, 0, 0, "[NAME=]FILE",
      "serve this model (repeatable; STOPCAL_MODEL takes a comma-separated list);\n"
      "default: " STOPCAL_DEFAULT_MODEL_PATH},
+    {"alias", "STOPCAL_ALIAS", OPT_ALIAS, 0, 0, 0, 0, "ALIAS=NAME",
+     "requests may name the model NAME as ALIAS too, e.g. as a pipeline names it\n"
+     "(surf/dino_big_...=my-model; repeatable; STOPCAL_ALIAS takes a comma-separated list)"},
     {"default-model", "STOPCAL_DEFAULT_MODEL", OPT_STR, STR(default_model), 0, 0, "NAME",
      "model used when a request names none (default: the first --model)"},
     {"host", "STOPCAL_HOST", OPT_STR, STR(host), 0, 0, "ADDR", "address to listen on (default 0.0.0.0)"},
@@ -147,16 +152,35 @@ static int add_model(struct server_config *c, const char *spec, char *err, size_
         size_t n = (size_t)(eq - spec);
         if (n == 0 || n >= sizeof m->name)
             return fail(err, errlen, "--model %s: NAME must be 1 to %zu characters", spec, sizeof m->name - 1);
-        for (size_t i = 0; i < n; i++)
-            if (!isalnum((unsigned char)spec[i]) && !strchr("-_.", spec[i]))
-                return fail(err, errlen, "--model %s: NAME may hold letters, digits, '-', '_', '.' only", spec);
         memcpy(m->name, spec, n);
+        char why[256];
+        if (model_name_check(m->name, why, sizeof why))
+            return fail(err, errlen, "--model %s: NAME %s", spec, why);
         path = eq + 1;
     }
     if (!*path || strlen(path) >= sizeof m->path)
         return fail(err, errlen, "--model %s: expected [NAME=]FILE", spec);
     snprintf(m->path, sizeof m->path, "%s", path);
     c->n_models++;
+    return 0;
+}
+
+static int add_alias(struct server_config *c, const char *spec, char *err, size_t errlen)
+{
+    if (c->n_aliases >= CONFIG_MAX_ALIASES)
+        return fail(err, errlen, "--alias: at most %d aliases", CONFIG_MAX_ALIASES);
+    struct config_alias *a = &c->aliases[c->n_aliases];
+    const char *eq = strchr(spec, '=');
+    char why[256];
+    if (!eq || eq == spec || !eq[1] || (size_t)(eq - spec) >= sizeof a->alias || strlen(eq + 1) >= sizeof a->target)
+        return fail(err, errlen, "--alias %s: expected ALIAS=NAME, each 1 to %zu characters", spec,
+                    sizeof a->alias - 1);
+    memcpy(a->alias, spec, (size_t)(eq - spec));
+    a->alias[eq - spec] = 0;
+    snprintf(a->target, sizeof a->target, "%s", eq + 1);
+    if (model_name_check(a->alias, why, sizeof why))
+        return fail(err, errlen, "--alias %s: ALIAS %s", spec, why);
+    c->n_aliases++;
     return 0;
 }
 
@@ -188,6 +212,7 @@ static int apply(struct server_config *c, const struct opt_spec *o, const char *
         snprintf(base + o->offset, o->str_len, "%s", value);
         return 0;
     case OPT_MODEL: return add_model(c, value, err, errlen);
+    case OPT_ALIAS: return add_alias(c, value, err, errlen);
     default: return 0;
     }
 }
@@ -198,11 +223,13 @@ static int apply_env(struct server_config *c, char *err, size_t errlen)
         const char *v = opts[i].env ? getenv(opts[i].env) : NULL;
         if (!v || !*v)
             continue;
-        if (opts[i].kind == OPT_MODEL) {
-            char list[4096];
+        if (opts[i].kind == OPT_MODEL || opts[i].kind == OPT_ALIAS) {
+            char list[8192];
+            if (strlen(v) >= sizeof list)
+                return fail(err, errlen, "%s: value too long", opts[i].env);
             snprintf(list, sizeof list, "%s", v);
             for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
-                if (add_model(c, tok, err, errlen))
+                if ((opts[i].kind == OPT_MODEL ? add_model : add_alias)(c, tok, err, errlen))
                     return -1;
             continue;
         }
@@ -239,7 +266,7 @@ int config_parse(struct server_config *c, int argc, char **argv, char *err, size
     for (size_t i = 0; i < N_OPTS; i++)
         longopts[i] = (struct option){opts[i].name, opts[i].arg ? required_argument : no_argument, NULL, (int)i};
     longopts[N_OPTS] = (struct option){0, 0, 0, 0};
-    int cli_models = 0, idx;
+    int cli_models = 0, cli_aliases = 0, idx;
     optind = 1;
     opterr = 0;
     while ((idx = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -260,6 +287,8 @@ int config_parse(struct server_config *c, int argc, char **argv, char *err, size
         }
         if (o->kind == OPT_MODEL && !cli_models++)
             c->n_models = 0; /* the command line replaces STOPCAL_MODEL */
+        if (o->kind == OPT_ALIAS && !cli_aliases++)
+            c->n_aliases = 0; /* and STOPCAL_ALIAS */
         char source[80];
         snprintf(source, sizeof source, "--%s", o->name);
         if (apply(c, o, optarg, source, err, errlen))

@@ -8,15 +8,24 @@
 #include <stdio.h>
 
 #define CONFIG_MAX_MODELS 16
+#define CONFIG_MAX_ALIASES 64
 
 struct config_model {
     char name[128]; /* empty: take the model file's own name */
     char path[1024];
 };
 
+/* --alias ALIAS=NAME: requests may call the model NAME (a name or an alias) ALIAS too. */
+struct config_alias {
+    char alias[128];
+    char target[128];
+};
+
 struct server_config {
     struct config_model models[CONFIG_MAX_MODELS];
     int n_models;
+    struct config_alias aliases[CONFIG_MAX_ALIASES];
+    int n_aliases;
     char default_model[128]; /* empty: the first --model */
     char host[256];
     int port;                 /* 0: an ephemeral port, printed in the "listening" log line */

@@ -169,7 +169,30 @@ int engine_find_model(const struct engine *e, const char *name)
     for (int i = 0; i < e->n_models; i++)
         if (strcmp(e->slots[i].info.name, name) == 0)
             return i;
+    for (int i = 0; i < e->n_models; i++)
+        for (int k = 0; k < e->slots[i].info.n_aliases; k++)
+            if (strcmp(e->slots[i].info.aliases[k], name) == 0)
+                return i;
     return -1;
+}
+
+int engine_add_alias(struct engine *e, int model, const char *alias, char *err, size_t errlen)
+{
+    struct engine_model_info *m = &e->slots[model].info;
+    int now = engine_find_model(e, alias);
+    if (now == model && strcmp(m->name, alias) != 0)
+        return 0;
+    if (now >= 0) {
+        snprintf(err, errlen, "'%s' already names the model '%s'", alias, e->slots[now].info.name);
+        return -1;
+    }
+    if (m->n_aliases >= ENGINE_MAX_ALIASES || strlen(alias) >= sizeof m->aliases[0]) {
+        snprintf(err, errlen, "at most %d aliases of at most %zu characters per model", ENGINE_MAX_ALIASES,
+                 sizeof m->aliases[0] - 1);
+        return -1;
+    }
+    snprintf(m->aliases[m->n_aliases++], sizeof m->aliases[0], "%s", alias);
+    return 0;
 }
 
 static int status_from_backend(struct engine *e, int rc, const char *what, const char *err)

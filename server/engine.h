@@ -38,6 +38,8 @@ struct engine_item {
     double t_enqueued, t_started, t_finished; /* CLOCK_MONOTONIC seconds */
 };
 
+#define ENGINE_MAX_ALIASES 16
+
 /* What a loaded model is, for metadata endpoints; read-only once engine_start has returned. */
 struct engine_model_info {
     char name[128];
@@ -46,6 +48,8 @@ struct engine_model_info {
     struct model_config config;
     char *config_json; /* the stopcal.config string as stored in the file */
     const char *backend; /* "cpu", "cuda" */
+    char aliases[ENGINE_MAX_ALIASES][128]; /* other names requests may use (model_names.h) */
+    int n_aliases;
 };
 
 struct engine_options {
@@ -68,8 +72,12 @@ int engine_load_model(struct engine *e, const char *name, const char *path, char
 
 int engine_model_count(const struct engine *e);
 const struct engine_model_info *engine_model(const struct engine *e, int index);
-/* Index of the model with this name, or -1. */
+/* Index of the model with this name or alias, or -1. */
 int engine_find_model(const struct engine *e, const char *name);
+/* Let requests call model by alias too (before engine_start). An alias already naming model is
+ * accepted again; one naming another model, or a model's own name, is refused. Returns 0, or -1
+ * with err. */
+int engine_add_alias(struct engine *e, int model, const char *alias, char *err, size_t errlen);
 
 /* Start the inference thread; it first runs one canary forward pass per model and only then
  * reports ready. Returns 0, or -1 with err. */

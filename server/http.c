@@ -6,6 +6,7 @@
 #include "server.h"
 
 #include "log.h"
+#include "model_names.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -146,7 +147,7 @@ static enum MHD_Result answer_error(struct request *rq, int status, const char *
     __attribute__((format(printf, 3, 4)));
 static enum MHD_Result answer_error(struct request *rq, int status, const char *fmt, ...)
 {
-    char msg[512];
+    char msg[2048]; /* room for a 404 listing the known models */
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
@@ -174,27 +175,12 @@ static int route(struct request *rq, const char *url, char *model, size_t model_
         }
     const char *prefix = "/v2/models/";
     if (strncmp(url, prefix, strlen(prefix)) == 0) {
-        const char *name = url + strlen(prefix);
-        const char *slash = strchr(name, '/');
-        size_t n = slash ? (size_t)(slash - name) : strlen(name);
-        if (n == 0 || n >= model_len)
+        /* Names may hold '/' (model_names.h): split at the known suffixes, not the first slash. */
+        enum model_path_kind kind;
+        if (model_path_split(url + strlen(prefix), model, model_len, &kind))
             return 0;
-        memcpy(model, name, n);
-        model[n] = 0;
-        const char *rest = slash ? slash : "";
-        /* /v2/models/{m}/versions/{v}/…: one version per model, any {v} names it. */
-        if (strncmp(rest, "/versions/", 10) == 0) {
-            const char *after = strchr(rest + 10, '/');
-            rest = after ? after : "";
-        }
-        if (!*rest)
-            rq->ep = EP_MODEL_METADATA;
-        else if (strcmp(rest, "/ready") == 0)
-            rq->ep = EP_MODEL_READY;
-        else if (strcmp(rest, "/infer") == 0)
-            rq->ep = EP_MODEL_INFER;
-        else
-            return 0;
+        rq->ep = kind == MODEL_PATH_INFER ? EP_MODEL_INFER : kind == MODEL_PATH_READY ? EP_MODEL_READY
+                                                                                      : EP_MODEL_METADATA;
         return 1;
     }
     return 0;
@@ -314,8 +300,12 @@ static enum MHD_Result on_headers(struct server *s, struct request *rq, struct M
     const char *want = model[0] ? model : qmodel;
     if (want) {
         rq->model = engine_find_model(s->engine, want);
-        if (rq->model < 0)
-            return answer_error(rq, 404, "model '%s' is not loaded (GET /v1/models lists them)", want);
+        if (rq->model < 0) {
+            char known[1024];
+            model_names_known(s->engine, known, sizeof known);
+            return answer_error(rq, 404, "model '%s' is not loaded; known models: %s; GET /v1/models lists them",
+                                want, known);
+        }
     }
     if (is_get)
         return answer_get(s, rq);

@@ -54,7 +54,7 @@ static const char openapi_json[] =
     "\"format\":\"binary\"}}}}},"
     "\"responses\":{\"200\":{\"description\":\"One result per image\",\"content\":{\"application/json\":{\"schema\":"
     "{\"$ref\":\"#/components/schemas/PredictResponse\"}}}},\"default\":" ERR_REF "}}},"
-    "\"/v1/models\":{\"get\":{\"summary\":\"Loaded models and their metadata\",\"responses\":{\"200\":{"
+    "\"/v1/models\":{\"get\":{\"summary\":\"Loaded models, their metadata and aliases\",\"responses\":{\"200\":{"
     "\"description\":\"Models\"},\"default\":" ERR_REF "}}},"
     "\"/v1/openapi.json\":{\"get\":{\"summary\":\"This document\",\"responses\":{\"200\":{\"description\":"
     "\"OpenAPI 3\"}}}},"

@@ -6,6 +6,7 @@
 #include "engine.h"
 #include "healthcheck.h"
 #include "log.h"
+#include "model_names.h"
 #include "server.h"
 #include "threads.h"
 #include "workpool.h"
@@ -164,6 +165,8 @@ int main(int argc, char **argv)
     /* With the forward pass on a GPU the host cores are free for preprocessing. */
     if (on_gpu && !cfg.workers)
         workers = cpus > 1 ? cpus - 1 : 1;
+    if (model_aliases_apply(srv.engine, &cfg, err, sizeof err))
+        die("%s", err);
     srv.default_model = 0;
     if (cfg.default_model[0] && (srv.default_model = engine_find_model(srv.engine, cfg.default_model)) < 0)
         die("--default-model %s: no model of that name is loaded", cfg.default_model);

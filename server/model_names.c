@@ -1,0 +1,120 @@
+/* Model names with '/', v2 path splitting, and the alias table (model_names.h). */
+#include "model_names.h"
+
+#include "config.h"
+#include "engine.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int reserved_segment(const char *s, size_t n)
+{
+    static const char *const words[] = {".", "..", "versions", "ready", "infer"};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (strlen(words[i]) == n && memcmp(words[i], s, n) == 0)
+            return 1;
+    return 0;
+}
+
+int model_name_check(const char *name, char *err, size_t errlen)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > 127)
+        return fail(err, errlen, "'%s': a model name is 1 to 127 characters", name);
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)name[i]) && !strchr("-_./", name[i]))
+            return fail(err, errlen, "'%s': a model name may hold letters, digits, '-', '_', '.' and '/' only", name);
+    for (const char *seg = name;;) {
+        const char *slash = strchr(seg, '/');
+        size_t len = slash ? (size_t)(slash - seg) : strlen(seg);
+        if (len == 0)
+            return fail(err, errlen, "'%s': '/' must separate non-empty parts of a model name", name);
+        if (reserved_segment(seg, len))
+            return fail(err, errlen, "'%s': '%.*s' cannot be part of a model name (it is a word of the /v2 paths)",
+                        name, (int)len, seg);
+        if (!slash)
+            return 0;
+        seg = slash + 1;
+    }
+}
+
+static int strip_suffix(const char *s, size_t *n, const char *suffix)
+{
+    size_t k = strlen(suffix);
+    if (*n > k && memcmp(s + *n - k, suffix, k) == 0) {
+        *n -= k;
+        return 1;
+    }
+    return 0;
+}
+
+int model_path_split(const char *rest, char *model, size_t model_len, enum model_path_kind *kind)
+{
+    size_t n = strlen(rest);
+    *kind = MODEL_PATH_METADATA;
+    if (strip_suffix(rest, &n, "/infer"))
+        *kind = MODEL_PATH_INFER;
+    else if (strip_suffix(rest, &n, "/ready"))
+        *kind = MODEL_PATH_READY;
+    /* "/versions/{v}" right after the name: one version per model, any {v} names it. Names never
+     * hold a "versions" segment (model_name_check), so the last one is the only one. */
+    for (size_t i = n; i-- > 0;) {
+        if (rest[i] != '/')
+            continue;
+        if (i >= 9 && memcmp(rest + i - 9, "/versions", 9) == 0 && i + 1 < n) {
+            n = i - 9;
+        }
+        break;
+    }
+    if (n == 0 || n >= model_len)
+        return -1;
+    memcpy(model, rest, n);
+    model[n] = 0;
+    return 0;
+}
+
+int model_aliases_apply(struct engine *e, const struct server_config *cfg, char *err, size_t errlen)
+{
+    char why[512];
+    for (int i = 0; i < cfg->n_aliases; i++) {
+        const struct config_alias *a = &cfg->aliases[i];
+        int target = engine_find_model(e, a->target);
+        if (target < 0) {
+            char known[1024];
+            model_names_known(e, known, sizeof known);
+            return fail(err, errlen, "--alias %s=%s: no model '%s' is loaded (loaded: %s)", a->alias, a->target,
+                        a->target, known);
+        }
+        if (engine_add_alias(e, target, a->alias, why, sizeof why))
+            return fail(err, errlen, "--alias %s=%s: %s", a->alias, a->target, why);
+    }
+    return 0;
+}
+
+void model_names_known(const struct engine *e, char *out, size_t len)
+{
+    size_t at = 0;
+    out[0] = 0;
+    for (int i = 0; i < engine_model_count(e) && at < len; i++) {
+        const struct engine_model_info *m = engine_model(e, i);
+        at += (size_t)snprintf(out + at, len - at, "%s%s", i ? ", " : "", m->name);
+        for (int k = 0; k < m->n_aliases && at < len; k++)
+            at += (size_t)snprintf(out + at, len - at, "%s%s", k ? ", " : " (aliases: ", m->aliases[k]);
+        if (m->n_aliases && at < len)
+            at += (size_t)snprintf(out + at, len - at, ")");
+    }
+    if (at >= len && len > 4)
+        memcpy(out + len - 4, "...", 4); /* cut short: say so */
+}

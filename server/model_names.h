@@ -1,0 +1,34 @@
+/* Model names and aliases as requests spell them. A pipeline names its model the way cortExchange
+ * does ("surf/dino_big_lora_..."), so names may hold '/': in a v2 path the name is everything
+ * between "/v2/models/" and a known suffix (libmicrohttpd has already turned %2F into '/', so a
+ * client may send the name encoded or not). Aliases map such names onto the served models; they
+ * come from --alias ALIAS=NAME and from the model files themselves (models/FORMAT.md, version 2). */
+#ifndef STOPCAL_SERVER_MODEL_NAMES_H
+#define STOPCAL_SERVER_MODEL_NAMES_H
+
+#include <stddef.h>
+
+struct engine;
+struct server_config;
+
+/* A name or alias a request can spell: 1-127 bytes of letters, digits, '-', '_', '.', and '/'
+ * between non-empty segments; no segment may be ".", "..", or a v2 path word ("versions",
+ * "ready", "infer"), so that routing is never ambiguous. Returns 0, or -1 with err. */
+int model_name_check(const char *name, char *err, size_t errlen);
+
+enum model_path_kind { MODEL_PATH_METADATA, MODEL_PATH_READY, MODEL_PATH_INFER };
+
+/* rest: the path after "/v2/models/". Copies the model name into model and sets *kind; accepts
+ * "{m}", "{m}/ready", "{m}/infer", each optionally with "/versions/{v}" after {m}. Returns 0, or -1
+ * when no non-empty name fits in model_len. */
+int model_path_split(const char *rest, char *model, size_t model_len, enum model_path_kind *kind);
+
+/* Register the --alias entries of cfg and the aliases recorded in each loaded model's file. A
+ * command-line alias wins over a file's; an alias that names a loaded model, or that two files
+ * claim for different models, is an error. Returns 0, or -1 with err. */
+int model_aliases_apply(struct engine *e, const struct server_config *cfg, char *err, size_t errlen);
+
+/* "a, b (alias surf/x), c" for an error message naming what a request may ask for. */
+void model_names_known(const struct engine *e, char *out, size_t len);
+
+#endif
