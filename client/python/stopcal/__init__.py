@@ -1,125 +1,191 @@
-"""Python client of stopcald, standard library only (urllib).
+"""Python client of stopcald, standard library only.
 
     import stopcal
     score = stopcal.predict("image_009.fits")     # continue score in [0, 1], as the reference's predict_nn
     scores = stopcal.predict_many(["a.fits", "b.fits"])
     doc = stopcal.predict_full(["a.fits"])        # the whole /v1/predict answer (model, request_id, results)
 
-The continue score keeps the reference pipeline's meaning (high = keep self-calibrating), so
-facetselfcal's predict_nn can call predict() unchanged; stop when score < threshold (0.5 by default).
+The continue score keeps the reference pipeline's meaning (high = keep self-calibrating); stop when
+score < threshold (0.5 by default). `python3 -m stopcal` (or the `stopcal` command that
+`pip install ./client/python` installs) is the command-line client, as the C `stopcal`.
 
 Configuration from the environment:
-  STOPCAL_URL       server base URL(s), comma-separated, tried in order (default http://127.0.0.1:8080)
-  STOPCAL_API_KEY   bearer token (or STOPCAL_API_KEY_FILE: a file whose first line is the token)
-  STOPCAL_MODEL     model name (default: the server's default)
-  STOPCAL_TIMEOUT   seconds per attempt (default 120)
-  STOPCAL_RETRIES   extra rounds over all servers on connection errors, 429 and 503 (default 3)
-Every function also takes these as keyword arguments (url=, api_key=, model=, timeout=, retries=).
+  STOPCAL_URL           server base URL(s), comma-separated, tried in order (default http://127.0.0.1:8080)
+  STOPCAL_API_KEY       bearer token (or STOPCAL_API_KEY_FILE: a file whose first line is the token)
+  STOPCAL_MODEL         model name (default: the server's default)
+  STOPCAL_TIMEOUT       seconds per attempt (default 120)
+  STOPCAL_RETRIES       extra rounds over all servers on connection errors, 429 and 503 (default 3)
+Every function also takes these as keyword arguments (url=, api_key=, api_key_file=, model=, timeout=,
+connect_timeout=, retries=, backoff=).
 """
+import http.client
 import json
+import math
 import os
 import random
+import socket
+import struct
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 
-__all__ = ["StopcalError", "predict", "predict_many", "predict_full", "health", "models"]
+__all__ = ["StopcalError", "predict", "predict_many", "predict_full", "exact_score", "health", "server_health",
+           "models", "urls", "__version__"]
+__version__ = "0.1.0"  # the C tools' STOPCAL_VERSION (a test compares `stopcal --version` of both)
 
 FILES_PER_REQUEST = 8
+MAX_BACKOFF_S = 30.0
+MAX_URLS = 16
+
+# What went wrong, in the C client's words (stopcal_strerror), so both commands print the same.
+UNREACHABLE, TIMED_OUT, AUTH, BUSY, HTTP_ERROR, BAD_ANSWER, INVALID = (
+    "server unreachable", "timed out", "authentication failed", "server busy", "HTTP error", "bad answer",
+    "invalid argument")
 
 
 class StopcalError(RuntimeError):
-    """A request failed; .status is the HTTP status (0 when no server answered)."""
+    """A request failed; .status is the HTTP status (0 when no server answered), .kind what failed
+    (one of the module's UNREACHABLE, TIMED_OUT, AUTH, BUSY, HTTP_ERROR, BAD_ANSWER, INVALID)."""
 
-    def __init__(self, message, status=0):
+    def __init__(self, message, status=0, kind=HTTP_ERROR):
         super().__init__(message)
         self.status = status
+        self.kind = kind
 
 
-def _urls(url):
+def urls(url=None):
+    """The server base URLs, in order: url (a string, comma-separated, or a list of them), else
+    $STOPCAL_URL, else http://127.0.0.1:8080; http:// is added where no scheme is given."""
+    if isinstance(url, (list, tuple)):
+        url = ",".join(url)
     text = url or os.environ.get("STOPCAL_URL") or "http://127.0.0.1:8080"
     out = []
     for u in text.split(","):
-        u = u.strip().rstrip("/")
+        u = u.strip(" \t").rstrip(" \t/")
         if u:
-            out.append(u if "://" in u else "http://" + u)
+            out.append(u if u.startswith(("http://", "https://")) else "http://" + u)
     if not out:
-        raise StopcalError("no server URL given")
+        raise StopcalError("no server URL given", kind=INVALID)
+    if len(out) > MAX_URLS:
+        raise StopcalError("too many server URLs (at most %d)" % MAX_URLS, kind=INVALID)
     return out
 
 
-def _token(api_key):
+def _token(api_key, api_key_file):
     if api_key:
         return api_key
-    if os.environ.get("STOPCAL_API_KEY"):
+    path = api_key_file
+    if not path and os.environ.get("STOPCAL_API_KEY"):
         return os.environ["STOPCAL_API_KEY"]
-    path = os.environ.get("STOPCAL_API_KEY_FILE")
-    if path:
+    path = path or os.environ.get("STOPCAL_API_KEY_FILE")
+    if not path:
+        return None
+    try:
         with open(path) as f:
-            return f.readline().strip()
-    return None
+            line = f.readline()
+    except OSError:
+        raise StopcalError("cannot read the API key file %s" % path, kind=INVALID) from None
+    if not line:
+        raise StopcalError("the API key file %s is empty" % path, kind=INVALID)
+    return line.rstrip("\r\n")
 
 
 def _error_text(body):
     try:
         return json.loads(body)["error"]
     except Exception:  # noqa: BLE001 - any undecodable body is shown as text
-        return body[:200].decode("utf-8", "replace")
+        return body[:200].decode("utf-8", "replace") if body else "(no body)"
 
 
-def _request(path, body=None, content_type=None, url=None, api_key=None, timeout=None, retries=None,
-             backoff=0.2):
-    """The request with failover across servers and retries with backoff; returns the decoded JSON."""
-    urls = _urls(url)
+def _attempt(base, method, path, body, headers, connect_timeout, timeout):
+    """One HTTP exchange: (status, headers, body bytes). Raises OSError (socket.timeout included)."""
+    u = urllib.parse.urlsplit(base)
+    cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+    conn = cls(u.hostname, u.port, timeout=connect_timeout)
+    try:
+        conn.connect()
+        conn.sock.settimeout(timeout)
+        conn.request(method, (u.path or "") + path, body=body, headers=headers)
+        r = conn.getresponse()
+        return r.status, r.headers, r.read()
+    finally:
+        conn.close()
+
+
+def _exchange(path, body=None, content_type=None, url=None, api_key=None, api_key_file=None, timeout=None,
+              connect_timeout=None, retries=None, backoff=None, only=None):
+    """The request with failover across servers and retries with backoff (as libstopcal: connection
+    failures, timeouts, 429 and 503 move on to the next server; other answers are final).
+    Returns (base URL that answered, body bytes). only: one attempt on that server, no retries."""
+    bases = [only] if only else urls(url)
     timeout = float(timeout if timeout is not None else os.environ.get("STOPCAL_TIMEOUT", 120))
-    retries = int(retries if retries is not None else os.environ.get("STOPCAL_RETRIES", 3))
-    headers = {"User-Agent": "stopcal-python"}
-    token = _token(api_key)
+    connect_timeout = float(connect_timeout if connect_timeout is not None else min(5.0, timeout))
+    retries = 0 if only else int(retries if retries is not None else os.environ.get("STOPCAL_RETRIES", 3))
+    backoff = 0.2 if backoff is None else float(backoff)
+    headers = {"User-Agent": "stopcal-python/" + __version__}
+    token = _token(api_key, api_key_file)
     if token:
         headers["Authorization"] = "Bearer " + token
     if content_type:
         headers["Content-Type"] = content_type
-    last = StopcalError("no attempt made")
+    method = "POST" if body is not None else "GET"
+    last = StopcalError("no attempt made", kind=UNREACHABLE)
     for attempt in range(retries + 1):
         retry_after = 0.0
-        for base in urls:
-            req = urllib.request.Request(base + path, data=body, headers=headers,
-                                         method="POST" if body is not None else "GET")
+        for base in bases:
             try:
-                with urllib.request.urlopen(req, timeout=timeout) as r:
-                    return json.loads(r.read())
-            except urllib.error.HTTPError as e:
-                text = _error_text(e.read())
-                if e.code in (429, 503):
-                    try:
-                        retry_after = max(retry_after, float(e.headers.get("Retry-After") or 0))
-                    except ValueError:
-                        pass
-                    last = StopcalError("%s answered HTTP %d: %s" % (base, e.code, text), e.code)
-                    continue
-                if e.code in (401, 403):
-                    raise StopcalError("%s refused the request (HTTP %d, authentication): %s; set STOPCAL_API_KEY"
-                                       % (base, e.code, text), e.code) from None
-                raise StopcalError("%s answered HTTP %d: %s" % (base, e.code, text), e.code) from None
-            except (urllib.error.URLError, OSError) as e:  # refused, reset, timeout
-                reason = getattr(e, "reason", e)
-                last = StopcalError("%s: %s" % (base, reason))
+                status, rheaders, data = _attempt(base, method, path, body, headers, connect_timeout, timeout)
+            except socket.timeout:
+                last = StopcalError("%s: timed out (after %g s)" % (base, timeout), kind=TIMED_OUT)
                 continue
+            except (OSError, http.client.HTTPException) as e:  # refused, reset, unresolvable, garbled
+                last = StopcalError("%s: %s" % (base, str(e) or type(e).__name__), kind=UNREACHABLE)
+                continue
+            if 200 <= status < 300:
+                return base, data
+            text = _error_text(data)
+            if status in (429, 503):
+                try:
+                    retry_after = max(retry_after, float(rheaders.get("Retry-After") or 0))
+                except ValueError:
+                    pass
+                last = StopcalError("%s answered HTTP %d: %s" % (base, status, text), status, BUSY)
+                continue
+            if status in (401, 403):
+                raise StopcalError("%s refused the request (HTTP %d, authentication): %s; set STOPCAL_API_KEY or "
+                                   "--api-key-file to the server's token" % (base, status, text), status, AUTH)
+            raise StopcalError("%s answered HTTP %d: %s" % (base, status, text), status, HTTP_ERROR)
         if attempt < retries:
-            wait = min(30.0, backoff * (2 ** attempt) * random.uniform(0.5, 1.5))
-            time.sleep(min(30.0, max(wait, retry_after)))
-    raise StopcalError("%s (after %d attempts)" % (last, retries + 1), last.status)
+            wait = min(MAX_BACKOFF_S, backoff * (2 ** min(attempt, 16))) * random.uniform(0.5, 1.5)
+            time.sleep(min(MAX_BACKOFF_S, max(wait, retry_after)))
+    if retries:
+        raise StopcalError("%s (after %d attempts)" % (last, retries + 1), last.status, last.kind)
+    raise last
+
+
+def _json(data):
+    try:
+        return json.loads(data)
+    except ValueError as e:
+        raise StopcalError("the server's answer is not JSON: %s" % e, kind=BAD_ANSWER) from None
+
+
+def _request(path, body=None, content_type=None, **kw):
+    """The request with failover and retries; returns the decoded JSON."""
+    return _json(_exchange(path, body, content_type, **kw)[1])
 
 
 def _multipart(paths):
     boundary = "stopcal-" + uuid.uuid4().hex
     parts = []
     for p in paths:
-        with open(p, "rb") as f:
-            data = f.read()
-        name = os.path.basename(p).replace('"', "_").replace("\r", "_").replace("\n", "_")
+        try:
+            with open(p, "rb") as f:
+                data = f.read()
+        except OSError:
+            raise StopcalError("cannot open %s" % p, kind=INVALID) from None
+        name = os.path.basename(p) or p
+        name = name.replace('"', "_").replace("\r", "_").replace("\n", "_")
         parts.append(("--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"%s\"\r\n"
                       "Content-Type: application/fits\r\n\r\n" % (boundary, name)).encode() + data + b"\r\n")
     body = b"".join(parts) + ("--%s--\r\n" % boundary).encode()
@@ -127,34 +193,71 @@ def _multipart(paths):
 
 
 def predict_full(paths, model=None, threshold=None, **kw):
-    """Score FITS files; returns {"model", "request_id", "results": [result…]} (results in order)."""
+    """Score FITS files; returns the /v1/predict answer {"model", "request_id", "results": [result…]}
+    (results in order; sent in requests of at most 8 files, the other keys from the last one) with
+    "server": the base URL that answered. model None: $STOPCAL_MODEL, else the server's default."""
     paths = [os.fspath(p) for p in paths]
-    model = model or os.environ.get("STOPCAL_MODEL")
+    if model is None:
+        model = os.environ.get("STOPCAL_MODEL")
     query = {}
     if model:
         query["model"] = model
     if threshold is not None:
         query["threshold"] = repr(float(threshold))
-    path = "/v1/predict" + ("?" + urllib.parse.urlencode(query) if query else "")
+    path = "/v1/predict" + ("?" + urllib.parse.urlencode(query, quote_via=urllib.parse.quote) if query else "")
     out = None
     for i in range(0, len(paths), FILES_PER_REQUEST):
         body, ctype = _multipart(paths[i:i + FILES_PER_REQUEST])
-        doc = _request(path, body, ctype, **kw)
-        if out is None:
-            out = doc
-        else:
-            out["results"].extend(doc["results"])
+        base, data = _exchange(path, body, ctype, **kw)
+        doc = _json(data)
+        if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+            raise StopcalError("the server's answer is not a predict result: no \"results\"", kind=BAD_ANSWER)
+        doc["server"] = base
+        if out is not None:
+            doc["results"] = out["results"] + doc["results"]
+        out = doc
     return out if out is not None else {"results": []}
 
 
+def exact_score(result):
+    """A result's continue score as the server computed it: sigmoid, in double, of the fp32 logit
+    (result_continue_score in server/result_json.c). The JSON's continue_score carries 9 digits, so
+    it reads 1.0 from logits of about 21 on; this is 1.0 only from about 37 on. Falls back to the
+    continue_score sent when the logit is missing or does not match it."""
+    sent = result.get("continue_score")
+    logit = result.get("logit")
+    if not isinstance(logit, (int, float)) or not math.isfinite(logit):
+        return sent
+    x = struct.unpack("<f", struct.pack("<f", logit))[0]  # 9 digits name one fp32 value exactly
+    score = 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+    if isinstance(sent, (int, float)) and abs(score - sent) <= 1e-8:
+        return score
+    return sent
+
+
 def predict_many(paths, **kw):
-    """Continue scores of several FITS files, in order."""
+    """Continue scores of several FITS files, in order (as the JSON carries them; exact_score() of
+    predict_full's results gives every digit)."""
     return [r["continue_score"] for r in predict_full(paths, **kw)["results"]]
 
 
 def predict(path, **kw):
     """The continue score of one FITS file (high = keep self-calibrating; stop when < 0.5)."""
     return predict_many([path], **kw)[0]
+
+
+def server_health(base, **kw):
+    """One attempt at GET /v2/health/ready on one server: ("ready" | "not-ready" | "unreachable",
+    the reason when unreachable)."""
+    kw.pop("url", None)
+    kw.pop("retries", None)
+    try:
+        _exchange("/v2/health/ready", only=base, **kw)
+        return "ready", ""
+    except StopcalError as e:
+        if e.kind in (UNREACHABLE, TIMED_OUT):
+            return "unreachable", str(e)
+        return "not-ready", ""
 
 
 def health(**kw):
