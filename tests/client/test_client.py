@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Tests of the stopcal client (the `stopcal` CLI over libstopcal, and client/python/stopcal.py)
+"""Tests of the stopcal client (the `stopcal` CLI over libstopcal, and client/python/stopcal/)
 against the real stopcald on an ephemeral loopback port, and against a tiny loopback stub server
 for 503/Retry-After and timeouts. Standard library only; every subprocess and wait is bounded.
 

@@ -1,0 +1,1 @@
+"""The surf group of architectures: the ones stopcald serves (surf/TransferLearningV2)."""
