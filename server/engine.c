@@ -34,6 +34,7 @@ struct engine_slot {
 
 struct engine {
     struct engine_options opt;
+    struct metrics *metrics; /* the server's; NULL: none kept */
     char device[64];
     struct engine_slot slots[ENGINE_MAX_MODELS];
     int n_models;
@@ -285,12 +286,12 @@ static void run_batch(struct engine *e, int model, struct engine_item **items, i
             int rc = vit_forward(s->vit, e->batch_pixels, k, S, e->logits, err, sizeof err);
             double t1 = now_mono();
             status = rc ? status_from_backend(e, rc, s->info.name, err) : ENGINE_OK;
-            metrics_batch(model, k);
+            metrics_batch(e->metrics, model, k);
             for (int i = 0; i < k; i++) {
                 run[i]->t_started = t0;
                 run[i]->t_finished = t1;
-                metrics_stage(model, STAGE_QUEUE, t0 - run[i]->t_enqueued);
-                metrics_stage(model, STAGE_INFERENCE, t1 - t0);
+                metrics_stage(e->metrics, model, STAGE_QUEUE, t0 - run[i]->t_enqueued);
+                metrics_stage(e->metrics, model, STAGE_INFERENCE, t1 - t0);
             }
             atomic_store(&s->device_bytes, s->be.ops->bytes_in_use(&s->be));
         }
@@ -344,6 +345,8 @@ static void *engine_main(void *arg)
     free(batch);
     return NULL;
 }
+
+void engine_set_metrics(struct engine *e, struct metrics *m) { e->metrics = m; }
 
 int engine_start(struct engine *e, char *err, size_t errlen)
 {

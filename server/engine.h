@@ -79,6 +79,10 @@ int engine_find_model(const struct engine *e, const char *name);
  * with err. */
 int engine_add_alias(struct engine *e, int model, const char *alias, char *err, size_t errlen);
 
+/* Where the inference thread records batch sizes and stage times (call before engine_start). */
+struct metrics;
+void engine_set_metrics(struct engine *e, struct metrics *m);
+
 /* Start the inference thread; it first runs one canary forward pass per model and only then
  * reports ready. Returns 0, or -1 with err. */
 int engine_start(struct engine *e, char *err, size_t errlen);

@@ -5,6 +5,7 @@
  * in the completion callback whatever happened. */
 #include "server.h"
 
+#include "job.h"
 #include "log.h"
 #include "model_names.h"
 
@@ -42,6 +43,8 @@ int server_reserve(struct request *rq, long long bytes)
     rq->reserved += bytes;
     return 0;
 }
+
+int server_ready(struct server *s) { return engine_ready(s->engine) && !atomic_load(&s->not_ready); }
 
 static void release_reservation(struct request *rq)
 {
@@ -121,9 +124,8 @@ static enum MHD_Result queue_answer(struct request *rq, int status, char *body, 
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     if (status == 401)
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"stopcal\"");
-    if (status == 405)
-        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW,
-                                rq->ep == EP_PREDICT || rq->ep == EP_MODEL_INFER ? "POST" : "GET, HEAD");
+    if (status == 405 && rq->allow[0])
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, rq->allow);
     if (atomic_load(&rq->srv->draining))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ok = MHD_queue_response(rq->conn, (unsigned)status, r);
@@ -155,38 +157,19 @@ static enum MHD_Result answer_error(struct request *rq, int status, const char *
     return answer_json(rq, status, error_json(rq->request_id, msg));
 }
 
-/* ---- routing ---------------------------------------------------------------------------------- */
+/* ---- what the handlers read ------------------------------------------------------------------- */
 
-/* Sets rq->ep and, for /v2/models/{m}/..., copies {m} into model. Returns 1 for a known route. */
-static int route(struct request *rq, const char *url, char *model, size_t model_len)
+const char *http_query(struct request *rq, const char *key)
 {
-    static const struct {
-        const char *path;
-        enum metrics_endpoint ep;
-    } fixed[] = {
-        {"/v1/predict", EP_PREDICT},         {"/v1/models", EP_MODELS},          {"/v1/openapi.json", EP_OPENAPI},
-        {"/v2/health/live", EP_HEALTH_LIVE}, {"/v2/health/ready", EP_HEALTH_READY}, {"/v2", EP_SERVER_METADATA},
-        {"/v2/", EP_SERVER_METADATA},        {"/metrics", EP_METRICS},
-    };
-    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
-        if (strcmp(url, fixed[i].path) == 0) {
-            rq->ep = fixed[i].ep;
-            return 1;
-        }
-    const char *prefix = "/v2/models/";
-    if (strncmp(url, prefix, strlen(prefix)) == 0) {
-        /* Names may hold '/' (model_names.h): split at the known suffixes, not the first slash. */
-        enum model_path_kind kind;
-        if (model_path_split(url + strlen(prefix), model, model_len, &kind))
-            return 0;
-        rq->ep = kind == MODEL_PATH_INFER ? EP_MODEL_INFER : kind == MODEL_PATH_READY ? EP_MODEL_READY
-                                                                                      : EP_MODEL_METADATA;
-        return 1;
-    }
-    return 0;
+    return MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, key);
 }
 
-static int is_post_route(enum metrics_endpoint ep) { return ep == EP_PREDICT || ep == EP_MODEL_INFER; }
+const char *http_header(struct request *rq, const char *key)
+{
+    return MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, key);
+}
+
+static int is_post(const struct route *r) { return r && strcmp(r->method, "POST") == 0; }
 
 /* A client's X-Request-Id is echoed when it is short and printable, else one of ours is made. */
 static void set_request_id(struct request *rq, const char *given)
@@ -231,7 +214,7 @@ static int authorised(struct server *s, struct MHD_Connection *c)
     return token_matches(tok, strlen(tok), s->api_key, s->api_key_len);
 }
 
-static int parse_ll(const char *text, long long *out)
+int http_parse_count(const char *text, long long *out)
 {
     char *end;
     errno = 0;
@@ -252,51 +235,42 @@ static int media_type_is(const char *ct, const char *type)
 
 static enum MHD_Result answer_get(struct server *s, struct request *rq)
 {
-    json_t *doc = NULL;
-    int status;
-    switch (rq->ep) {
-    case EP_MODELS: status = api_models(s, rq, &doc); break;
-    case EP_SERVER_METADATA: status = api_server_metadata(s, rq, &doc); break;
-    case EP_MODEL_METADATA: status = api_model_metadata(s, rq, &doc); break;
-    case EP_MODEL_READY: status = api_model_ready(s, rq, &doc); break;
-    case EP_HEALTH_LIVE: status = api_health(s, rq, 0, &doc); break;
-    case EP_HEALTH_READY: status = api_health(s, rq, 1, &doc); break;
-    case EP_OPENAPI: {
-        char *text = strdup(api_openapi_json());
-        return text ? queue_answer(rq, 200, text, strlen(text), "application/json", -1) : MHD_NO;
-    }
-    case EP_METRICS: {
-        size_t len;
-        char *text = api_metrics_text(s, &len);
-        return text ? queue_answer(rq, 200, text, len, "text/plain; version=0.0.4; charset=utf-8", -1) : MHD_NO;
-    }
-    default: return answer_error(rq, 404, "no such endpoint");
-    }
-    return answer_json(rq, status, doc);
+    struct api_answer a = {0};
+    int status = rq->route->handler->get(s, rq, &a);
+    if (a.text)
+        return queue_answer(rq, status, a.text, a.len, a.type, -1);
+    return answer_json(rq, status, a.doc);
+}
+
+static int media_type_accepted(const struct api_handler *h, const char *ct)
+{
+    if (!h->media_types)
+        return 1;
+    for (const char *const *t = h->media_types; *t; t++)
+        if (**t ? media_type_is(ct, *t) : !*ct)
+            return 1;
+    return 0;
 }
 
 static enum MHD_Result on_headers(struct server *s, struct request *rq, struct MHD_Connection *c, const char *url,
                                   const char *method)
 {
     const struct server_config *cfg = s->cfg;
-    char model[128] = "";
+    char model[128] = "", version[64] = "";
     set_request_id(rq, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id"));
-    int known = route(rq, url, model, sizeof model);
+    rq->route = routes_match(method, url, model, sizeof model, version, sizeof version, rq->allow,
+                             sizeof rq->allow);
     if (atomic_load(&s->draining))
         return answer_error(rq, 503, "the service is shutting down");
-    if (!known) {
-        rq->ep = EP_UNKNOWN;
+    if (!rq->route && rq->allow[0])
+        return answer_error(rq, 405, "%s does not accept %s (it takes %s)", url, method, rq->allow);
+    if (!rq->route)
         return answer_error(rq, 404, "no such endpoint: %s", url);
-    }
-    int is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-    int is_post = strcmp(method, "POST") == 0;
-    if (is_post_route(rq->ep) ? !is_post : !is_get)
-        return answer_error(rq, 405, "%s does not accept %s", metrics_endpoint_label(rq->ep), method);
-    if (rq->ep != EP_HEALTH_LIVE && rq->ep != EP_HEALTH_READY && !authorised(s, c))
+    if (!rq->route->open && !authorised(s, c))
         return answer_error(rq, 401, "missing or wrong bearer token (Authorization: Bearer <token>)");
 
     rq->model = s->default_model;
-    const char *qmodel = rq->ep == EP_PREDICT ? MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "model") : NULL;
+    const char *qmodel = rq->route->query_model ? MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "model") : NULL;
     const char *want = model[0] ? model : qmodel;
     if (want) {
         rq->model = engine_find_model(s->engine, want);
@@ -307,13 +281,14 @@ static enum MHD_Result on_headers(struct server *s, struct request *rq, struct M
                                 want, known);
         }
     }
-    if (is_get)
+    const struct api_handler *h = rq->route->handler;
+    if (!is_post(rq->route))
         return answer_get(s, rq);
 
-    /* POST /v1/predict and /v2/models/{m}/infer: decide every limit the headers already tell. */
+    /* A POST: decide every limit the headers already tell. */
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     rq->content_length = -1;
-    if (cl && parse_ll(cl, &rq->content_length))
+    if (cl && http_parse_count(cl, &rq->content_length))
         return answer_error(rq, 400, "Content-Length '%s' is not a byte count", cl);
     if (rq->content_length > cfg->max_body_bytes)
         return answer_error(rq, 413, "body of %lld bytes exceeds the limit of %lld bytes (--max-body-bytes)",
@@ -323,52 +298,18 @@ static enum MHD_Result on_headers(struct server *s, struct request *rq, struct M
     const char *enc = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
     if (enc && strcasecmp(enc, "identity") && strcasecmp(enc, "gzip"))
         return answer_error(rq, 415, "Content-Encoding '%s' is not supported (gzip or identity)", enc);
-    if (rq->ep == EP_PREDICT) {
-        static const char *const fits_types[] = {"application/fits", "image/fits", "application/octet-stream",
-                                                 "application/gzip", "application/x-gzip"};
-        int ok = media_type_is(rq->content_type, "multipart/form-data");
-        for (size_t i = 0; !ok && i < sizeof fits_types / sizeof fits_types[0]; i++)
-            ok = media_type_is(rq->content_type, fits_types[i]);
-        if (!ok)
-            return answer_error(rq, 415,
-                                "Content-Type '%s' is not accepted: send application/fits (one raw FITS file) "
-                                "or multipart/form-data (files)",
-                                rq->content_type);
-        const char *name = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "name");
-        snprintf(rq->name, sizeof rq->name, "%s", name && *name ? name : "body");
-    } else {
-        static const char *const v2_types[] = {"application/json", "application/octet-stream",
-                                               "application/vnd.sagemaker-triton.binary+json"};
-        int ok = !rq->content_type[0];
-        for (size_t i = 0; !ok && i < sizeof v2_types / sizeof v2_types[0]; i++)
-            ok = media_type_is(rq->content_type, v2_types[i]);
-        if (!ok)
-            return answer_error(rq, 415, "Content-Type '%s' is not accepted: send application/json, or "
-                                         "application/octet-stream with Inference-Header-Content-Length",
-                                rq->content_type);
-    }
+    if (!media_type_accepted(h, rq->content_type))
+        return answer_error(rq, 415, "Content-Type '%s' is not accepted: %s", rq->content_type, h->media_hint);
     rq->threshold = -1;
-    const char *th = rq->ep == EP_PREDICT ? MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "threshold") : NULL;
-    if (th) {
-        char *end;
-        double t = strtod(th, &end);
-        if (end == th || *end || !(t >= 0 && t <= 1))
-            return answer_error(rq, 400, "threshold '%s': expected a number in [0, 1]", th);
-        rq->threshold = t;
-    }
     rq->inference_header_len = -1;
-    const char *ihl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Inference-Header-Content-Length");
-    if (ihl && rq->ep == EP_MODEL_INFER) {
-        if (parse_ll(ihl, &rq->inference_header_len) ||
-            (rq->content_length >= 0 && rq->inference_header_len > rq->content_length))
-            return answer_error(rq, 400, "Inference-Header-Content-Length '%s' is not a byte count within the body",
-                                ihl);
-    }
+    struct failure f = {0};
+    if (h->check_headers && h->check_headers(rq, &f))
+        return answer_error(rq, f.status, "%s", f.msg);
     double timeout_ms = cfg->request_timeout_ms;
     const char *rt = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Timeout-Ms");
     if (rt) {
         long long v;
-        if (parse_ll(rt, &v) || v == 0)
+        if (http_parse_count(rt, &v) || v == 0)
             return answer_error(rq, 400, "X-Request-Timeout-Ms '%s': expected a positive number of milliseconds", rt);
         if (v < timeout_ms)
             timeout_ms = (double)v;
@@ -484,7 +425,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
             return answer_error(rq, rq->reject_status, "%s", rq->reject_msg);
         rq->state = RQ_WORKING;
         MHD_suspend_connection(c);
-        if (workpool_submit(s->pool, api_start_job, rq)) {
+        if (workpool_submit(s->pool, job_start, rq)) {
             MHD_resume_connection(c);
             rq->state = RQ_BODY;
             return answer_error(rq, 503, "the service is shutting down");
@@ -525,18 +466,18 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls, en
     *req_cls = NULL;
     double total = server_now() - rq->t_arrival;
     if (rq->answered_status)
-        metrics_request(rq->ep, rq->answered_status, total);
+        metrics_request(s->metrics, routes_index(rq->route), rq->answered_status, total);
     else
         atomic_fetch_add(&s->aborted, 1);
     const struct engine_model_info *mi = engine_model(s->engine, rq->model);
     json_t *f = json_pack("{s:s, s:s, s:s, s:i, s:s, s:i, s:I, s:I, s:f, s:s}", "request_id", rq->request_id,
                           "method", rq->method, "path", rq->path, "status", rq->answered_status, "model",
-                          mi && is_post_route(rq->ep) ? mi->name : "", "images", rq->images, "bytes_in",
+                          mi && is_post(rq->route) ? mi->name : "", "images", rq->images, "bytes_in",
                           (json_int_t)(rq->body_len + rq->discarded), "bytes_out", (json_int_t)rq->bytes_out,
                           "duration_ms", total * 1e3, "termination", termination_name(toe));
     log_event(rq->answered_status >= 500 || !rq->answered_status ? "warn" : "info", "request", f);
     withdraw_incoming(rq);
-    api_free_job(rq);
+    job_free(rq);
     free(rq->body);
     free(rq->out_body);
     release_reservation(rq);

@@ -50,41 +50,6 @@ int model_name_check(const char *name, char *err, size_t errlen)
     }
 }
 
-static int strip_suffix(const char *s, size_t *n, const char *suffix)
-{
-    size_t k = strlen(suffix);
-    if (*n > k && memcmp(s + *n - k, suffix, k) == 0) {
-        *n -= k;
-        return 1;
-    }
-    return 0;
-}
-
-int model_path_split(const char *rest, char *model, size_t model_len, enum model_path_kind *kind)
-{
-    size_t n = strlen(rest);
-    *kind = MODEL_PATH_METADATA;
-    if (strip_suffix(rest, &n, "/infer"))
-        *kind = MODEL_PATH_INFER;
-    else if (strip_suffix(rest, &n, "/ready"))
-        *kind = MODEL_PATH_READY;
-    /* "/versions/{v}" right after the name: one version per model, any {v} names it. Names never
-     * hold a "versions" segment (model_name_check), so the last one is the only one. */
-    for (size_t i = n; i-- > 0;) {
-        if (rest[i] != '/')
-            continue;
-        if (i >= 9 && memcmp(rest + i - 9, "/versions", 9) == 0 && i + 1 < n) {
-            n = i - 9;
-        }
-        break;
-    }
-    if (n == 0 || n >= model_len)
-        return -1;
-    memcpy(model, rest, n);
-    model[n] = 0;
-    return 0;
-}
-
 int model_aliases_apply(struct engine *e, const struct server_config *cfg, char *err, size_t errlen)
 {
     char why[512];

@@ -1,7 +1,7 @@
 /* Model names and aliases as requests spell them. A pipeline names its model the way cortExchange
- * does ("surf/dino_big_lora_..."), so names may hold '/': in a v2 path the name is everything
- * between "/v2/models/" and a known suffix (libmicrohttpd has already turned %2F into '/', so a
- * client may send the name encoded or not). Aliases map such names onto the served models; they
+ * does ("surf/dino_big_lora_..."), so names may hold '/': in a v2 path the route table's {model}
+ * takes everything between "/v2/models/" and a known suffix (libmicrohttpd has already turned %2F
+ * into '/', so a client may send the name encoded or not). Aliases map such names onto the served models; they
  * come from --alias ALIAS=NAME and from the model files themselves (models/FORMAT.md, version 2). */
 #ifndef STOPCAL_SERVER_MODEL_NAMES_H
 #define STOPCAL_SERVER_MODEL_NAMES_H
@@ -15,13 +15,6 @@ struct server_config;
  * between non-empty segments; no segment may be ".", "..", or a v2 path word ("versions",
  * "ready", "infer"), so that routing is never ambiguous. Returns 0, or -1 with err. */
 int model_name_check(const char *name, char *err, size_t errlen);
-
-enum model_path_kind { MODEL_PATH_METADATA, MODEL_PATH_READY, MODEL_PATH_INFER };
-
-/* rest: the path after "/v2/models/". Copies the model name into model and sets *kind; accepts
- * "{m}", "{m}/ready", "{m}/infer", each optionally with "/versions/{v}" after {m}. Returns 0, or -1
- * when no non-empty name fits in model_len. */
-int model_path_split(const char *rest, char *model, size_t model_len, enum model_path_kind *kind);
 
 /* Register the --alias entries of cfg and the aliases recorded in each loaded model's file. A
  * command-line alias wins over a file's; an alias that names a loaded model, or that two files

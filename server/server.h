@@ -1,12 +1,14 @@
 /* stopcald's shared state and the per-request record. http.c owns the libmicrohttpd side (accept,
- * bodies, limits, suspend/resume, the completion callback); api.c turns a complete request into
- * images for the engine and builds the answers. */
+ * bodies, limits, suspend/resume, the completion callback) and dispatches through the route table
+ * (routes.c); the handlers (api_v1.c, api_v2.c, api_meta.c) say what each endpoint answers, and
+ * job.c walks a prediction from its body to its answer. */
 #ifndef STOPCAL_SERVER_SERVER_H
 #define STOPCAL_SERVER_SERVER_H
 
 #include "config.h"
 #include "engine.h"
 #include "metrics.h"
+#include "routes.h"
 #include "workpool.h"
 
 #include <jansson.h>
@@ -20,6 +22,7 @@ struct job;
 struct server {
     const struct server_config *cfg;
     struct engine *engine;
+    struct metrics *metrics;
     struct workpool *pool;
     struct MHD_Daemon *daemon;
     int default_model;
@@ -43,11 +46,12 @@ struct request {
     struct server *srv;
     struct MHD_Connection *conn;
     enum request_state state;
-    enum metrics_endpoint ep;
+    const struct route *route; /* NULL: no route serves the path */
     int model;          /* index, or −1 */
     char method[16];
     char path[256];
     char request_id[72];
+    char allow[32];     /* the methods the path takes, for a 405's Allow header */
     double t_arrival;   /* CLOCK_MONOTONIC seconds */
     double deadline;
 
@@ -97,20 +101,18 @@ void request_fail(struct request *rq, int status, const char *fmt, ...) __attrib
 /* A JSON error body: {"error": msg, "request_id": id}. */
 json_t *error_json(const char *request_id, const char *msg);
 
-/* api.c: answers for the simple GET endpoints, built on the HTTP thread. Each returns the status
- * and sets *doc (or *text for /metrics). */
-int api_models(struct server *s, struct request *rq, json_t **doc);
-int api_server_metadata(struct server *s, struct request *rq, json_t **doc);
-int api_model_metadata(struct server *s, struct request *rq, json_t **doc);
-int api_health(struct server *s, struct request *rq, int ready, json_t **doc);
-int api_model_ready(struct server *s, struct request *rq, json_t **doc);
-char *api_metrics_text(struct server *s, size_t *len);
-const char *api_openapi_json(void);
+/* 1 when the service takes inference requests: every model's canary passed, the device is
+ * healthy, and no SIGTERM arrived. */
+int server_ready(struct server *s);
 
-/* api.c: start the work for a complete POST body (on a worker thread). */
-void api_start_job(void *request);
-/* Free the job attached to rq (HTTP thread, when the request completes). */
-void api_free_job(struct request *rq);
+/* http.c: a query argument or a request header of rq (NULL when absent), for the handlers'
+ * check_headers; and a non-negative decimal byte count (0, or −1 when text is not one). */
+const char *http_query(struct request *rq, const char *key);
+const char *http_header(struct request *rq, const char *key);
+int http_parse_count(const char *text, long long *out);
+
+/* openapi.c: this API as OpenAPI 3. */
+const char *api_openapi_json(void);
 
 /* http.c: start libmicrohttpd on cfg->host:cfg->port (s->port gets the bound port), stop accepting
  * new connections (drain), and stop for good. */

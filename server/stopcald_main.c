@@ -174,7 +174,10 @@ int main(int argc, char **argv)
     srv.workers = workers;
     if (cfg.api_key_file[0])
         srv.api_key = read_api_key(cfg.api_key_file, &srv.api_key_len);
-    metrics_init(cfg.n_models, names);
+    srv.metrics = metrics_create(cfg.n_models, names);
+    if (!srv.metrics)
+        die("out of memory for the metrics");
+    engine_set_metrics(srv.engine, srv.metrics);
 
     if (workpool_create(&srv.pool, workers))
         die("cannot start %d preprocessing workers", workers);
@@ -212,6 +215,7 @@ int main(int argc, char **argv)
     http_stop(&srv);
     workpool_destroy(srv.pool);
     engine_destroy(srv.engine);
+    metrics_destroy(srv.metrics);
     free(srv.api_key);
     log_msg("info", "stopped");
     return 0;

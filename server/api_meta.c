@@ -1,0 +1,111 @@
+/* The endpoints that describe the service, answered on the HTTP thread: /v1/models, the OpenAPI
+ * document, the v2 server and model metadata, health and readiness, /metrics. */
+#include "server.h"
+
+#include "routes.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static json_t *model_json(struct server *s, int i)
+{
+    const struct engine_model_info *m = engine_model(s->engine, i);
+    const struct model_config *c = &m->config;
+    json_t *config = json_loads(m->config_json, 0, NULL);
+    json_t *aliases = json_array();
+    for (int k = 0; k < m->n_aliases; k++)
+        json_array_append_new(aliases, json_string(m->aliases[k]));
+    json_t *doc = json_pack("{s:s, s:s, s:s, s:b, s:s, s:i, s:s, s:f, s:{s:i, s:i, s:i, s:i, s:i, s:s}, s:o}", "name", m->name,
+                     "sha256", m->sha256, "version", c->version, "default", i == s->default_model, "backend",
+                     m->backend, "input_size", c->input_size, "profile", model_profile_name(c->profile), "threshold",
+                     (double)c->threshold, "architecture", "embed_dim", c->embed_dim, "depth", c->depth, "heads",
+                     c->num_heads, "registers", c->num_registers, "patch_size", c->patch_size, "ffn",
+                     c->ffn == MODEL_FFN_SWIGLU ? "swiglu" : "mlp", "config", config ? config : json_null());
+    json_object_set_new(doc, "aliases", aliases);
+    return doc;
+}
+
+static int list_models(struct server *s, struct request *rq, struct api_answer *a)
+{
+    json_t *list = json_array();
+    for (int i = 0; i < engine_model_count(s->engine); i++)
+        json_array_append_new(list, model_json(s, i));
+    a->doc = json_pack("{s:s, s:o, s:s, s:s, s:b}", "default", engine_model(s->engine, s->default_model)->name,
+                     "models", list, "stopcal_version", STOPCAL_VERSION, "request_id", rq->request_id, "fits_input",
+                     1);
+    return 200;
+}
+
+static int server_metadata(struct server *s, struct request *rq, struct api_answer *a)
+{
+    (void)s;
+    a->doc = json_pack("{s:s, s:s, s:[s], s:s}", "name", "stopcald", "version", STOPCAL_VERSION, "extensions",
+                     "binary_tensor_data", "request_id", rq->request_id);
+    return 200;
+}
+
+static int model_metadata(struct server *s, struct request *rq, struct api_answer *a)
+{
+    const struct engine_model_info *m = engine_model(s->engine, rq->model);
+    const int S = m->config.input_size;
+    a->doc = json_pack("{s:s, s:[s], s:s, s:[{s:s, s:s, s:[i]}, {s:s, s:s, s:[i,i,i,i]}],"
+                     " s:[{s:s, s:s, s:[i,i]}, {s:s, s:s, s:[i,i]}], s:{s:s, s:s, s:s, s:f}}",
+                     "name", m->name, "versions", m->config.version, "platform", "stopcal", "inputs", "name", "image",
+                     "datatype", "BYTES", "shape", -1, "name", "pixels", "datatype", "FP32", "shape", -1, 3, S, S,
+                     "outputs", "name", "continue_score", "datatype", "FP32", "shape", -1, 1, "name", "logit",
+                     "datatype", "FP32", "shape", -1, 1, "parameters", "sha256", m->sha256, "stopcal_version",
+                     STOPCAL_VERSION, "request_id", rq->request_id, "threshold", (double)m->config.threshold);
+    return 200;
+}
+
+static int health(struct server *s, int ready, struct api_answer *a)
+{
+    int ok = ready ? server_ready(s) : engine_live(s->engine);
+    a->doc = json_pack("{s:b}", ready ? "ready" : "live", ok);
+    return ok ? 200 : 503;
+}
+
+static int model_ready(struct server *s, struct request *rq, struct api_answer *a)
+{
+    int ok = server_ready(s);
+    a->doc = json_pack("{s:s, s:b}", "name", engine_model(s->engine, rq->model)->name, "ready", ok);
+    return ok ? 200 : 503;
+}
+
+static int health_live(struct server *s, struct request *rq, struct api_answer *a)
+{
+    (void)rq;
+    return health(s, 0, a);
+}
+
+static int health_ready(struct server *s, struct request *rq, struct api_answer *a)
+{
+    (void)rq;
+    return health(s, 1, a);
+}
+
+static int openapi(struct server *s, struct request *rq, struct api_answer *a)
+{
+    (void)s, (void)rq;
+    a->text = strdup(api_openapi_json());
+    a->len = a->text ? strlen(a->text) : 0;
+    a->type = "application/json";
+    return 200;
+}
+
+static int metrics_page(struct server *s, struct request *rq, struct api_answer *a)
+{
+    (void)rq;
+    a->text = metrics_text(s, &a->len);
+    a->type = "text/plain; version=0.0.4; charset=utf-8";
+    return 200;
+}
+
+const struct api_handler api_list_models = {.get = list_models};
+const struct api_handler api_openapi = {.get = openapi};
+const struct api_handler api_server_metadata = {.get = server_metadata};
+const struct api_handler api_model_metadata = {.get = model_metadata};
+const struct api_handler api_model_ready = {.get = model_ready};
+const struct api_handler api_health_live = {.get = health_live};
+const struct api_handler api_health_ready = {.get = health_ready};
+const struct api_handler api_metrics = {.get = metrics_page};
