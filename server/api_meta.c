@@ -9,7 +9,7 @@
 
 static json_t *model_json(struct server *s, int i)
 {
-    const struct engine_model_info *m = engine_model(s->engine, i);
+    const struct batcher_model_info *m = batcher_model(s->batcher, i);
     const struct model_config *c = &m->config;
     json_t *config = json_loads(m->config_json, 0, NULL);
     json_t *aliases = json_array();
@@ -28,9 +28,9 @@ static json_t *model_json(struct server *s, int i)
 static int list_models(struct server *s, struct request *rq, struct api_answer *a)
 {
     json_t *list = json_array();
-    for (int i = 0; i < engine_model_count(s->engine); i++)
+    for (int i = 0; i < batcher_model_count(s->batcher); i++)
         json_array_append_new(list, model_json(s, i));
-    a->doc = json_pack("{s:s, s:o, s:s, s:s, s:b}", "default", engine_model(s->engine, s->default_model)->name,
+    a->doc = json_pack("{s:s, s:o, s:s, s:s, s:b}", "default", batcher_model(s->batcher, s->default_model)->name,
                      "models", list, "stopcal_version", STOPCAL_VERSION, "request_id", rq->request_id, "fits_input",
                      1);
     return 200;
@@ -46,7 +46,7 @@ static int server_metadata(struct server *s, struct request *rq, struct api_answ
 
 static int model_metadata(struct server *s, struct request *rq, struct api_answer *a)
 {
-    const struct engine_model_info *m = engine_model(s->engine, rq->model);
+    const struct batcher_model_info *m = batcher_model(s->batcher, rq->model);
     const int S = m->config.input_size;
     a->doc = json_pack("{s:s, s:[s], s:s, s:[{s:s, s:s, s:[i]}, {s:s, s:s, s:[i,i,i,i]}],"
                      " s:[{s:s, s:s, s:[i,i]}, {s:s, s:s, s:[i,i]}], s:{s:s, s:s, s:s, s:f}}",
@@ -60,7 +60,7 @@ static int model_metadata(struct server *s, struct request *rq, struct api_answe
 
 static int health(struct server *s, int ready, struct api_answer *a)
 {
-    int ok = ready ? server_ready(s) : engine_live(s->engine);
+    int ok = ready ? server_ready(s) : batcher_live(s->batcher);
     a->doc = json_pack("{s:b}", ready ? "ready" : "live", ok);
     return ok ? 200 : 503;
 }
@@ -68,7 +68,7 @@ static int health(struct server *s, int ready, struct api_answer *a)
 static int model_ready(struct server *s, struct request *rq, struct api_answer *a)
 {
     int ok = server_ready(s);
-    a->doc = json_pack("{s:s, s:b}", "name", engine_model(s->engine, rq->model)->name, "ready", ok);
+    a->doc = json_pack("{s:s, s:b}", "name", batcher_model(s->batcher, rq->model)->name, "ready", ok);
     return ok ? 200 : 503;
 }
 

@@ -74,7 +74,7 @@ static int parse_v1(struct job *j, struct failure *f)
 
 static void answer_v1(struct job *j)
 {
-    const struct engine_model_info *m = job_model(j);
+    const struct batcher_model_info *m = job_model(j);
     json_t *results = json_array();
     for (int i = 0; i < j->n; i++) {
         struct stopcal_result r;

@@ -326,7 +326,7 @@ out:
 
 static void answer_v2(struct job *j)
 {
-    const struct engine_model_info *m = job_model(j);
+    const struct batcher_model_info *m = job_model(j);
     json_t *outputs = json_array();
     size_t bin_bytes = 0;
     for (int which = 0; which < 2; which++) {

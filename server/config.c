@@ -52,7 +52,7 @@ static const struct opt_spec opts[] = {
     {"max-delay-ms", "STOPCAL_MAX_DELAY_MS", OPT_INT, OFF(max_delay_ms), 0, 0, 10000, "MS",
      "how long a partial batch may wait for more images while others are arriving (default 5)"},
     {"max-queue", "STOPCAL_MAX_QUEUE", OPT_INT, OFF(max_queue), 0, 1, 1 << 20, "N",
-     "images waiting for the engine before requests get 503 (default 64)"},
+     "images waiting for the batcher before requests get 503 (default 64)"},
     {"max-body-bytes", "STOPCAL_MAX_BODY_BYTES", OPT_SIZE, OFF(max_body_bytes), 0, 1, 64 * GIB, "SIZE",
      "largest request body, suffixes k/M/G (default 256M)"},
     {"max-images", "STOPCAL_MAX_IMAGES", OPT_INT, OFF(max_images), 0, 1, 4096, "N",

@@ -35,8 +35,8 @@ struct server_config {
     int workers;              /* preprocessing workers; 0: derived from the CPU budget */
     int http_threads;         /* libmicrohttpd polling threads */
     int max_batch;            /* images per forward pass */
-    int max_delay_ms;         /* how long a partial batch may wait for more while the engine is busy */
-    int max_queue;            /* images waiting for the engine, all models together; then 503 */
+    int max_delay_ms;         /* how long a partial batch may wait for more while the forward pass is busy */
+    int max_queue;            /* images waiting for the batcher, all models together; then 503 */
     long long max_body_bytes; /* one request body */
     int max_images;           /* images per request */
     long long max_image_pixels;

@@ -44,7 +44,7 @@ int server_reserve(struct request *rq, long long bytes)
     return 0;
 }
 
-int server_ready(struct server *s) { return engine_ready(s->engine) && !atomic_load(&s->not_ready); }
+int server_ready(struct server *s) { return batcher_ready(s->batcher) && !atomic_load(&s->not_ready); }
 
 static void release_reservation(struct request *rq)
 {
@@ -69,7 +69,7 @@ static void withdraw_incoming(struct request *rq)
 {
     if (rq->incoming_counted) {
         rq->incoming_counted = 0;
-        engine_incoming(rq->srv->engine, rq->model, -1);
+        batcher_incoming(rq->srv->batcher, rq->model, -1);
     }
 }
 
@@ -273,10 +273,10 @@ static enum MHD_Result on_headers(struct server *s, struct request *rq, struct M
     const char *qmodel = rq->route->query_model ? MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "model") : NULL;
     const char *want = model[0] ? model : qmodel;
     if (want) {
-        rq->model = engine_find_model(s->engine, want);
+        rq->model = batcher_find_model(s->batcher, want);
         if (rq->model < 0) {
             char known[1024];
-            model_names_known(s->engine, known, sizeof known);
+            model_names_known(s->batcher, known, sizeof known);
             return answer_error(rq, 404, "model '%s' is not loaded; known models: %s; GET /v1/models lists them",
                                 want, known);
         }
@@ -316,17 +316,17 @@ static enum MHD_Result on_headers(struct server *s, struct request *rq, struct M
     }
     rq->deadline = rq->t_arrival + timeout_ms * 1e-3;
 
-    if (!engine_live(s->engine))
+    if (!batcher_live(s->batcher))
         return answer_error(rq, 503, "the compute device failed; the service is restarting");
-    if (!engine_ready(s->engine))
+    if (!batcher_ready(s->batcher))
         return answer_error(rq, 503, "the models are not ready yet");
-    if (engine_queue_free(s->engine) <= 0)
+    if (batcher_queue_free(s->batcher) <= 0)
         return answer_error(rq, 503, "the queue is full (%d images); retry later", cfg->max_queue);
     if (rq->content_length > 0 && server_reserve(rq, rq->content_length))
         return answer_error(rq, 503, "the server's memory budget for requests in flight is spent; retry later");
     rq->state = RQ_BODY;
     rq->incoming_counted = 1;
-    engine_incoming(s->engine, rq->model, +1);
+    batcher_incoming(s->batcher, rq->model, +1);
     return MHD_YES;
 }
 
@@ -469,7 +469,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls, en
         metrics_request(s->metrics, routes_index(rq->route), rq->answered_status, total);
     else
         atomic_fetch_add(&s->aborted, 1);
-    const struct engine_model_info *mi = engine_model(s->engine, rq->model);
+    const struct batcher_model_info *mi = batcher_model(s->batcher, rq->model);
     json_t *f = json_pack("{s:s, s:s, s:s, s:i, s:s, s:i, s:I, s:I, s:f, s:s}", "request_id", rq->request_id,
                           "method", rq->method, "path", rq->path, "status", rq->answered_status, "model",
                           mi && is_post(rq->route) ? mi->name : "", "images", rq->images, "bytes_in",

@@ -19,7 +19,7 @@ int failf(struct failure *f, int status, const char *fmt, ...)
     return -1;
 }
 
-const struct engine_model_info *job_model(const struct job *j) { return engine_model(j->srv->engine, j->model); }
+const struct batcher_model_info *job_model(const struct job *j) { return batcher_model(j->srv->batcher, j->model); }
 
 void job_free(struct request *rq)
 {
@@ -74,7 +74,7 @@ void job_timing(const struct job *j, double *queue, double *infer)
 {
     double first_start = 0, last_end = 0;
     for (int i = 0; i < j->n; i++) {
-        const struct engine_item *it = &j->images[i].item;
+        const struct batcher_item *it = &j->images[i].item;
         if (i == 0 || it->t_started < first_start)
             first_start = it->t_started;
         if (it->t_finished > last_end)
@@ -86,7 +86,7 @@ void job_timing(const struct job *j, double *queue, double *infer)
 
 /* ---- the pipeline ------------------------------------------------------------------------------ */
 
-static void on_item_done(struct engine_item *it)
+static void on_item_done(struct batcher_item *it)
 {
     struct job_image *im = it->owner;
     struct job *j = im->job;
@@ -94,16 +94,16 @@ static void on_item_done(struct engine_item *it)
         return;
     /* The last image of the request: answer it. */
     long failed = 0;
-    int worst = ENGINE_OK;
+    int worst = BATCHER_OK;
     for (int i = 0; i < j->n; i++)
-        if (j->images[i].item.status != ENGINE_OK) {
+        if (j->images[i].item.status != BATCHER_OK) {
             failed++;
             if (!worst)
                 worst = j->images[i].item.status;
         }
     metrics_images(j->srv->metrics, j->model, failed, j->n - failed);
     switch (worst) {
-    case ENGINE_OK:
+    case BATCHER_OK:
         for (int i = 0; i < j->n; i++) {
             struct stopcal_result r;
             job_fill_result(j, i, &r);
@@ -111,10 +111,10 @@ static void on_item_done(struct engine_item *it)
         }
         j->rq->route->handler->answer(j);
         return;
-    case ENGINE_EDEADLINE: request_fail(j->rq, 504, "the request's deadline passed before inference"); return;
-    case ENGINE_ENOMEM: request_fail(j->rq, 503, "the compute device ran out of memory for this batch; retry"); return;
-    case ENGINE_EDEVICE: request_fail(j->rq, 503, "the compute device failed; the service is restarting"); return;
-    case ENGINE_ESHUTDOWN: request_fail(j->rq, 503, "the service is shutting down"); return;
+    case BATCHER_EDEADLINE: request_fail(j->rq, 504, "the request's deadline passed before inference"); return;
+    case BATCHER_ENOMEM: request_fail(j->rq, 503, "the compute device ran out of memory for this batch; retry"); return;
+    case BATCHER_EDEVICE: request_fail(j->rq, 503, "the compute device failed; the service is restarting"); return;
+    case BATCHER_ESHUTDOWN: request_fail(j->rq, 503, "the service is shutting down"); return;
     default: request_fail(j->rq, 500, "inference failed (see the server log)"); return;
     }
 }
@@ -124,16 +124,16 @@ static void enqueue(struct job *j)
     struct request *rq = j->rq;
     j->t_prep_done = server_now();
     metrics_stage(j->srv->metrics, j->model, STAGE_PREPROCESS, j->t_prep_done - j->t_body);
-    rq->incoming_counted = 0; /* engine_submit withdraws it */
+    rq->incoming_counted = 0; /* batcher_submit withdraws it */
     if (j->t_prep_done > rq->deadline) {
-        engine_incoming(j->srv->engine, j->model, -1);
+        batcher_incoming(j->srv->batcher, j->model, -1);
         metrics_images(j->srv->metrics, j->model, j->n, 0);
         request_fail(rq, 504, "the request's deadline passed before inference");
         return;
     }
-    struct engine_item **items = malloc((size_t)j->n * sizeof *items);
+    struct batcher_item **items = malloc((size_t)j->n * sizeof *items);
     if (!items) {
-        engine_incoming(j->srv->engine, j->model, -1);
+        batcher_incoming(j->srv->batcher, j->model, -1);
         request_fail(rq, 503, "out of memory; retry later");
         return;
     }
@@ -147,17 +147,17 @@ static void enqueue(struct job *j)
     }
     atomic_store(&j->pending, j->n);
     int n = j->n, model = j->model;
-    struct engine *e = j->srv->engine;
+    struct batcher *e = j->srv->batcher;
     struct metrics *metrics = j->srv->metrics;
     /* After a successful submit the job may already be answered and freed: touch nothing of it. */
-    int rc = engine_submit(e, model, items, n, 1);
+    int rc = batcher_submit(e, model, items, n, 1);
     free(items);
-    if (rc == ENGINE_OK)
+    if (rc == BATCHER_OK)
         return;
     metrics_images(metrics, model, n, 0);
-    if (rc == ENGINE_EQUEUEFULL)
+    if (rc == BATCHER_EQUEUEFULL)
         request_fail(rq, 503, "the queue is full (%d images); retry later", j->srv->cfg->max_queue);
-    else if (rc == ENGINE_EDEVICE)
+    else if (rc == BATCHER_EDEVICE)
         request_fail(rq, 503, "the compute device failed; the service is restarting");
     else
         request_fail(rq, 503, "the service is shutting down");

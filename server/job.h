@@ -9,7 +9,7 @@
 #include "server.h"
 
 struct job_image {
-    struct engine_item item;
+    struct batcher_item item;
     struct job *job;
     const unsigned char *bytes; /* FITS bytes inside the request body; NULL for pixels */
     size_t len;
@@ -31,7 +31,7 @@ struct job {
     int n;
     struct job_image *images;
     float *tensors;
-    atomic_int pending; /* preprocessing tasks, then engine items, not finished yet */
+    atomic_int pending; /* preprocessing tasks, then batcher items, not finished yet */
     /* v2 only */
     json_t *v2_id;     /* the request's "id", echoed */
     int want_score, want_logit;
@@ -48,7 +48,7 @@ struct failure {
 /* Fill f and return −1. */
 int failf(struct failure *f, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-const struct engine_model_info *job_model(const struct job *j);
+const struct batcher_model_info *job_model(const struct job *j);
 
 /* Room for n images of the model: the tensors, and extra_bytes more of the memory budget (a bound
  * on the decoded FITS pixels). 0, or −1 with the answer in f (503). */

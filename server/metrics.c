@@ -172,7 +172,7 @@ static void render_tables(struct metrics *M, struct strbuf *o)
 {
     static const char *const stage_names[STAGE_COUNT] = {"queue", "preprocess", "inference"};
     static const char *const stage_help[STAGE_COUNT] = {
-        "Time an image waited for the engine after preprocessing.",
+        "Time an image waited for the forward pass after preprocessing.",
         "Time from a complete request body to every image of it preprocessed.",
         "Time of the forward pass an image was part of.",
     };
@@ -245,7 +245,7 @@ char *metrics_text(struct server *s, size_t *len)
     metrics_gauge(&o, "stopcal_build_info", "The stopcald version.");
     strbuf_printf(&o, "stopcal_build_info{version=\"%s\"} 1\n", STOPCAL_VERSION);
     metrics_gauge(&o, "stopcal_live", "1 unless a sticky device error happened.");
-    metrics_gauge_value(&o, "stopcal_live", "", engine_live(s->engine));
+    metrics_gauge_value(&o, "stopcal_live", "", batcher_live(s->batcher));
     metrics_gauge(&o, "stopcal_ready", "1 when the service takes inference requests.");
     metrics_gauge_value(&o, "stopcal_ready", "", server_ready(s));
     metrics_gauge(&o, "stopcal_in_flight_requests", "HTTP requests received and not yet answered.");
@@ -260,20 +260,20 @@ char *metrics_text(struct server *s, size_t *len)
     strbuf_printf(&o, "stopcal_threads{role=\"compute\"} %d\nstopcal_threads{role=\"preprocess\"} %d\n"
                       "stopcal_threads{role=\"http\"} %d\n",
                   s->compute_threads, s->workers, s->cfg->http_threads);
-    metrics_gauge(&o, "stopcal_queue_depth", "Images waiting for the engine.");
-    for (int i = 0; i < engine_model_count(s->engine); i++) {
+    metrics_gauge(&o, "stopcal_queue_depth", "Images waiting for the batcher.");
+    for (int i = 0; i < batcher_model_count(s->batcher); i++) {
         struct strbuf l = {0};
         strbuf_printf(&l, "model=\"");
-        strbuf_label(&l, engine_model(s->engine, i)->name);
+        strbuf_label(&l, batcher_model(s->batcher, i)->name);
         strbuf_printf(&l, "\"");
         char *lab = strbuf_take(&l, NULL);
-        metrics_gauge_value(&o, "stopcal_queue_depth", lab ? lab : "", engine_queue_depth(s->engine, i));
+        metrics_gauge_value(&o, "stopcal_queue_depth", lab ? lab : "", batcher_queue_depth(s->batcher, i));
         free(lab);
     }
     metrics_gauge(&o, "stopcal_model_info", "Loaded models: name, weights sha256, version, backend.");
     metrics_gauge(&o, "stopcal_device_memory_bytes", "Bytes held by each model's backend (weights + activations).");
-    for (int i = 0; i < engine_model_count(s->engine); i++) {
-        const struct engine_model_info *m = engine_model(s->engine, i);
+    for (int i = 0; i < batcher_model_count(s->batcher); i++) {
+        const struct batcher_model_info *m = batcher_model(s->batcher, i);
         strbuf_printf(&o, "stopcal_model_info{model=\"");
         strbuf_label(&o, m->name);
         strbuf_printf(&o, "\",sha256=\"%s\",version=\"", m->sha256);
@@ -281,11 +281,11 @@ char *metrics_text(struct server *s, size_t *len)
         strbuf_printf(&o, "\",backend=\"%s\",default=\"%s\",input_size=\"%d\"} 1\n", m->backend,
                       i == s->default_model ? "true" : "false", m->config.input_size);
     }
-    for (int i = 0; i < engine_model_count(s->engine); i++) {
-        const struct engine_model_info *m = engine_model(s->engine, i);
+    for (int i = 0; i < batcher_model_count(s->batcher); i++) {
+        const struct batcher_model_info *m = batcher_model(s->batcher, i);
         strbuf_printf(&o, "stopcal_device_memory_bytes{model=\"");
         strbuf_label(&o, m->name);
-        strbuf_printf(&o, "\",backend=\"%s\"} %zu\n", m->backend, engine_device_bytes(s->engine, i));
+        strbuf_printf(&o, "\",backend=\"%s\"} %zu\n", m->backend, batcher_device_bytes(s->batcher, i));
     }
     strbuf_printf(&o, "# HELP stopcal_http_aborted_requests_total Requests dropped before an answer "
                       "(client gone, stalled upload timed out).\n"

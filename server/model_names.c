@@ -2,7 +2,7 @@
 #include "model_names.h"
 
 #include "config.h"
-#include "engine.h"
+#include "batcher.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -50,30 +50,30 @@ int model_name_check(const char *name, char *err, size_t errlen)
     }
 }
 
-int model_aliases_apply(struct engine *e, const struct server_config *cfg, char *err, size_t errlen)
+int model_aliases_apply(struct batcher *e, const struct server_config *cfg, char *err, size_t errlen)
 {
     char why[512];
     for (int i = 0; i < cfg->n_aliases; i++) {
         const struct config_alias *a = &cfg->aliases[i];
-        int target = engine_find_model(e, a->target);
+        int target = batcher_find_model(e, a->target);
         if (target < 0) {
             char known[1024];
             model_names_known(e, known, sizeof known);
             return fail(err, errlen, "--alias %s=%s: no model '%s' is loaded (loaded: %s)", a->alias, a->target,
                         a->target, known);
         }
-        if (engine_add_alias(e, target, a->alias, why, sizeof why))
+        if (batcher_add_alias(e, target, a->alias, why, sizeof why))
             return fail(err, errlen, "--alias %s=%s: %s", a->alias, a->target, why);
     }
     return 0;
 }
 
-void model_names_known(const struct engine *e, char *out, size_t len)
+void model_names_known(const struct batcher *e, char *out, size_t len)
 {
     size_t at = 0;
     out[0] = 0;
-    for (int i = 0; i < engine_model_count(e) && at < len; i++) {
-        const struct engine_model_info *m = engine_model(e, i);
+    for (int i = 0; i < batcher_model_count(e) && at < len; i++) {
+        const struct batcher_model_info *m = batcher_model(e, i);
         at += (size_t)snprintf(out + at, len - at, "%s%s", i ? ", " : "", m->name);
         for (int k = 0; k < m->n_aliases && at < len; k++)
             at += (size_t)snprintf(out + at, len - at, "%s%s", k ? ", " : " (aliases: ", m->aliases[k]);

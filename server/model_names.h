@@ -8,7 +8,7 @@
 
 #include <stddef.h>
 
-struct engine;
+struct batcher;
 struct server_config;
 
 /* A name or alias a request can spell: 1-127 bytes of letters, digits, '-', '_', '.', and '/'
@@ -19,9 +19,9 @@ int model_name_check(const char *name, char *err, size_t errlen);
 /* Register the --alias entries of cfg and the aliases recorded in each loaded model's file. A
  * command-line alias wins over a file's; an alias that names a loaded model, or that two files
  * claim for different models, is an error. Returns 0, or -1 with err. */
-int model_aliases_apply(struct engine *e, const struct server_config *cfg, char *err, size_t errlen);
+int model_aliases_apply(struct batcher *e, const struct server_config *cfg, char *err, size_t errlen);
 
 /* "a, b (alias surf/x), c" for an error message naming what a request may ask for. */
-void model_names_known(const struct engine *e, char *out, size_t len);
+void model_names_known(const struct batcher *e, char *out, size_t len);
 
 #endif

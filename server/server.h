@@ -6,7 +6,7 @@
 #define STOPCAL_SERVER_SERVER_H
 
 #include "config.h"
-#include "engine.h"
+#include "batcher.h"
 #include "metrics.h"
 #include "routes.h"
 #include "workpool.h"
@@ -21,7 +21,7 @@ struct job;
 
 struct server {
     const struct server_config *cfg;
-    struct engine *engine;
+    struct batcher *batcher;
     struct metrics *metrics;
     struct workpool *pool;
     struct MHD_Daemon *daemon;
@@ -70,7 +70,7 @@ struct request {
     char reject_msg[256];
     size_t discarded;
 
-    int incoming_counted; /* announced to the engine with engine_incoming(+1) */
+    int incoming_counted; /* announced to the batcher with batcher_incoming(+1) */
     struct job *job;
 
     /* the answer, filled by whichever thread finished the work, queued by the HTTP thread */

@@ -3,7 +3,7 @@
  * the service ready) and the HTTP server, then wait for SIGTERM/SIGINT and drain: not-ready at once,
  * keep serving for a grace period, stop accepting, finish the work in flight, exit 0. */
 #include "config.h"
-#include "engine.h"
+#include "batcher.h"
 #include "healthcheck.h"
 #include "log.h"
 #include "model_names.h"
@@ -140,13 +140,13 @@ int main(int argc, char **argv)
         log_msg("warn", "%d compute + %d preprocessing threads oversubscribe the %d CPUs this process may use",
                 compute, workers, cpus);
 
-    struct engine_options eo = {.max_batch = cfg.max_batch,
+    struct batcher_options eo = {.max_batch = cfg.max_batch,
                                 .max_delay_ms = cfg.max_delay_ms,
                                 .max_queue = cfg.max_queue,
                                 .threads = compute,
                                 .device = cfg.device,
                                 .debug_delay_ms = cfg.debug_infer_delay_ms};
-    if (engine_create(&srv.engine, &eo, err, sizeof err))
+    if (batcher_create(&srv.batcher, &eo, err, sizeof err))
         die("%s", err);
     const char *names[CONFIG_MAX_MODELS];
     int on_gpu = 0;
@@ -157,18 +157,18 @@ int main(int argc, char **argv)
                 die("the default model %s does not exist; pass --model FILE or set STOPCAL_MODEL", cfg.models[i].path);
             die("model file %s: %s", cfg.models[i].path, strerror(errno));
         }
-        if (engine_load_model(srv.engine, cfg.models[i].name, cfg.models[i].path, err, sizeof err) < 0)
+        if (batcher_load_model(srv.batcher, cfg.models[i].name, cfg.models[i].path, err, sizeof err) < 0)
             die("%s", err);
-        names[i] = engine_model(srv.engine, i)->name;
-        on_gpu |= strcmp(engine_model(srv.engine, i)->backend, "cpu") != 0;
+        names[i] = batcher_model(srv.batcher, i)->name;
+        on_gpu |= strcmp(batcher_model(srv.batcher, i)->backend, "cpu") != 0;
     }
     /* With the forward pass on a GPU the host cores are free for preprocessing. */
     if (on_gpu && !cfg.workers)
         workers = cpus > 1 ? cpus - 1 : 1;
-    if (model_aliases_apply(srv.engine, &cfg, err, sizeof err))
+    if (model_aliases_apply(srv.batcher, &cfg, err, sizeof err))
         die("%s", err);
     srv.default_model = 0;
-    if (cfg.default_model[0] && (srv.default_model = engine_find_model(srv.engine, cfg.default_model)) < 0)
+    if (cfg.default_model[0] && (srv.default_model = batcher_find_model(srv.batcher, cfg.default_model)) < 0)
         die("--default-model %s: no model of that name is loaded", cfg.default_model);
     srv.compute_threads = compute;
     srv.workers = workers;
@@ -177,16 +177,16 @@ int main(int argc, char **argv)
     srv.metrics = metrics_create(cfg.n_models, names);
     if (!srv.metrics)
         die("out of memory for the metrics");
-    engine_set_metrics(srv.engine, srv.metrics);
+    batcher_set_metrics(srv.batcher, srv.metrics);
 
     if (workpool_create(&srv.pool, workers))
         die("cannot start %d preprocessing workers", workers);
-    if (engine_start(srv.engine, err, sizeof err))
+    if (batcher_start(srv.batcher, err, sizeof err))
         die("%s", err);
     if (http_start(&srv, err, sizeof err)) {
         /* The inference thread is running its canary passes: join it before exit() runs the
          * BLAS/OpenMP destructors under it (a taken port used to end in SIGSEGV). */
-        engine_stop(srv.engine);
+        batcher_stop(srv.batcher);
         die("%s", err);
     }
     json_t *models = json_array();
@@ -209,12 +209,12 @@ int main(int argc, char **argv)
     int idle = !hurry && wait_idle(&srv, cfg.drain_timeout_ms);
     if (!idle)
         log_msg("warn", "draining: %d requests still in flight; failing them", atomic_load(&srv.in_flight));
-    engine_stop(srv.engine);
+    batcher_stop(srv.batcher);
     workpool_shutdown(srv.pool);
     wait_idle(&srv, 2000);
     http_stop(&srv);
     workpool_destroy(srv.pool);
-    engine_destroy(srv.engine);
+    batcher_destroy(srv.batcher);
     metrics_destroy(srv.metrics);
     free(srv.api_key);
     log_msg("info", "stopped");

@@ -2,7 +2,7 @@
  * mutex; the thread serves the model whose oldest image has waited longest. Everything the forward
  * pass needs (batch buffer, logits, the backends' activation memory) is allocated before the canary,
  * so a steady-state batch allocates nothing. */
-#include "engine.h"
+#include "batcher.h"
 
 #include "backend.h"
 #include "backend_registry.h"
@@ -19,24 +19,24 @@
 #include <string.h>
 #include <time.h>
 
-#define ENGINE_MAX_MODELS METRICS_MAX_MODELS
+#define BATCHER_MAX_MODELS METRICS_MAX_MODELS
 
-struct engine_slot {
-    struct engine_model_info info;
+struct batcher_slot {
+    struct batcher_model_info info;
     struct backend be;
     int have_backend;
     struct vit *vit;
-    struct engine_item **ring; /* capacity max_queue */
+    struct batcher_item **ring; /* capacity max_queue */
     int head, count;
     int incoming;              /* requests announced but not queued yet */
     atomic_size_t device_bytes;
 };
 
-struct engine {
-    struct engine_options opt;
+struct batcher {
+    struct batcher_options opt;
     struct metrics *metrics; /* the server's; NULL: none kept */
     char device[64];
-    struct engine_slot slots[ENGINE_MAX_MODELS];
+    struct batcher_slot slots[BATCHER_MAX_MODELS];
     int n_models;
     pthread_mutex_t lock;
     pthread_cond_t wake;
@@ -68,9 +68,9 @@ static struct timespec to_timespec(double t)
     return ts;
 }
 
-int engine_create(struct engine **out, const struct engine_options *o, char *err, size_t errlen)
+int batcher_create(struct batcher **out, const struct batcher_options *o, char *err, size_t errlen)
 {
-    struct engine *e = calloc(1, sizeof *e);
+    struct batcher *e = calloc(1, sizeof *e);
     if (!e) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -90,7 +90,7 @@ int engine_create(struct engine **out, const struct engine_options *o, char *err
 }
 
 /* auto: an accelerator when built in and a device answers, else the CPU with one log line. */
-static int create_backend(struct engine *e, struct backend *be, const char **kind, char *err, size_t errlen)
+static int create_backend(struct batcher *e, struct backend *be, const char **kind, char *err, size_t errlen)
 {
     char note[320];
     struct backend_options o;
@@ -105,13 +105,13 @@ static int create_backend(struct engine *e, struct backend *be, const char **kin
     return 0;
 }
 
-int engine_load_model(struct engine *e, const char *name, const char *path, char *err, size_t errlen)
+int batcher_load_model(struct batcher *e, const char *name, const char *path, char *err, size_t errlen)
 {
-    if (e->n_models >= ENGINE_MAX_MODELS) {
-        snprintf(err, errlen, "at most %d models", ENGINE_MAX_MODELS);
+    if (e->n_models >= BATCHER_MAX_MODELS) {
+        snprintf(err, errlen, "at most %d models", BATCHER_MAX_MODELS);
         return -1;
     }
-    struct engine_slot *s = &e->slots[e->n_models];
+    struct batcher_slot *s = &e->slots[e->n_models];
     memset(s, 0, sizeof *s);
     struct model m;
     char why[512];
@@ -122,7 +122,7 @@ int engine_load_model(struct engine *e, const char *name, const char *path, char
     snprintf(s->info.name, sizeof s->info.name, "%s", name && *name ? name : m.config.name);
     if (!s->info.name[0])
         snprintf(s->info.name, sizeof s->info.name, "model%d", e->n_models);
-    if (engine_find_model(e, s->info.name) >= 0) {
+    if (batcher_find_model(e, s->info.name) >= 0) {
         snprintf(err, errlen, "%s: a model named '%s' is already loaded (use --model NAME=FILE)", path,
                  s->info.name);
         model_close(&m);
@@ -158,14 +158,14 @@ fail:
     return -1;
 }
 
-int engine_model_count(const struct engine *e) { return e->n_models; }
+int batcher_model_count(const struct batcher *e) { return e->n_models; }
 
-const struct engine_model_info *engine_model(const struct engine *e, int index)
+const struct batcher_model_info *batcher_model(const struct batcher *e, int index)
 {
     return index >= 0 && index < e->n_models ? &e->slots[index].info : NULL;
 }
 
-int engine_find_model(const struct engine *e, const char *name)
+int batcher_find_model(const struct batcher *e, const char *name)
 {
     for (int i = 0; i < e->n_models; i++)
         if (strcmp(e->slots[i].info.name, name) == 0)
@@ -177,18 +177,18 @@ int engine_find_model(const struct engine *e, const char *name)
     return -1;
 }
 
-int engine_add_alias(struct engine *e, int model, const char *alias, char *err, size_t errlen)
+int batcher_add_alias(struct batcher *e, int model, const char *alias, char *err, size_t errlen)
 {
-    struct engine_model_info *m = &e->slots[model].info;
-    int now = engine_find_model(e, alias);
+    struct batcher_model_info *m = &e->slots[model].info;
+    int now = batcher_find_model(e, alias);
     if (now == model && strcmp(m->name, alias) != 0)
         return 0;
     if (now >= 0) {
         snprintf(err, errlen, "'%s' already names the model '%s'", alias, e->slots[now].info.name);
         return -1;
     }
-    if (m->n_aliases >= ENGINE_MAX_ALIASES || strlen(alias) >= sizeof m->aliases[0]) {
-        snprintf(err, errlen, "at most %d aliases of at most %zu characters per model", ENGINE_MAX_ALIASES,
+    if (m->n_aliases >= BATCHER_MAX_ALIASES || strlen(alias) >= sizeof m->aliases[0]) {
+        snprintf(err, errlen, "at most %d aliases of at most %zu characters per model", BATCHER_MAX_ALIASES,
                  sizeof m->aliases[0] - 1);
         return -1;
     }
@@ -196,28 +196,28 @@ int engine_add_alias(struct engine *e, int model, const char *alias, char *err, 
     return 0;
 }
 
-static int status_from_backend(struct engine *e, int rc, const char *what, const char *err)
+static int status_from_backend(struct batcher *e, int rc, const char *what, const char *err)
 {
     if (rc == BACKEND_ENOMEM) {
         log_msg("warn", "%s: out of memory for this batch: %s", what, err);
-        return ENGINE_ENOMEM;
+        return BATCHER_ENOMEM;
     }
     if (rc == BACKEND_EDEVICE) {
         if (atomic_exchange(&e->live, 0))
             log_msg("error", "%s: sticky device error, the service is no longer live: %s", what, err);
         atomic_store(&e->ready, 0);
-        return ENGINE_EDEVICE;
+        return BATCHER_EDEVICE;
     }
     log_msg("error", "%s: forward pass failed: %s", what, err);
-    return ENGINE_EFAILED;
+    return BATCHER_EFAILED;
 }
 
 /* Reserve every model's buffers at max_batch and run one image of zeros through it. */
-static int run_canaries(struct engine *e)
+static int run_canaries(struct batcher *e)
 {
     char err[512];
     for (int i = 0; i < e->n_models; i++) {
-        struct engine_slot *s = &e->slots[i];
+        struct batcher_slot *s = &e->slots[i];
         const int S = s->info.config.input_size;
         int rc = vit_reserve(s->vit, e->opt.max_batch, S, err, sizeof err);
         if (rc == 0) {
@@ -238,12 +238,12 @@ static int run_canaries(struct engine *e)
 }
 
 /* The model whose oldest queued image has waited longest, or −1. Called with the lock held. */
-static int pick_model(struct engine *e)
+static int pick_model(struct batcher *e)
 {
     int best = -1;
     double oldest = 0;
     for (int i = 0; i < e->n_models; i++) {
-        struct engine_slot *s = &e->slots[i];
+        struct batcher_slot *s = &e->slots[i];
         if (!s->count)
             continue;
         double t = s->ring[s->head]->t_enqueued;
@@ -255,9 +255,9 @@ static int pick_model(struct engine *e)
     return best;
 }
 
-static void run_batch(struct engine *e, int model, struct engine_item **items, int n)
+static void run_batch(struct batcher *e, int model, struct batcher_item **items, int n)
 {
-    struct engine_slot *s = &e->slots[model];
+    struct batcher_slot *s = &e->slots[model];
     const int S = s->info.config.input_size;
     const size_t plane = (size_t)3 * S * S;
     if (e->opt.debug_delay_ms > 0) {
@@ -266,12 +266,12 @@ static void run_batch(struct engine *e, int model, struct engine_item **items, i
     }
     /* Deadlines are checked before inference: an expired image does not take a batch slot. */
     double now = now_mono();
-    struct engine_item *run[n > 0 ? n : 1];
+    struct batcher_item *run[n > 0 ? n : 1];
     int k = 0;
     for (int i = 0; i < n; i++) {
         items[i]->t_started = now;
         if (items[i]->deadline > 0 && now > items[i]->deadline) {
-            items[i]->status = ENGINE_EDEADLINE;
+            items[i]->status = BATCHER_EDEADLINE;
             items[i]->t_finished = now;
             continue;
         }
@@ -279,13 +279,13 @@ static void run_batch(struct engine *e, int model, struct engine_item **items, i
         run[k++] = items[i];
     }
     if (k > 0) {
-        int status = ENGINE_EDEVICE;
+        int status = BATCHER_EDEVICE;
         if (atomic_load(&e->live)) {
             char err[512] = "";
             double t0 = now_mono();
             int rc = vit_forward(s->vit, e->batch_pixels, k, S, e->logits, err, sizeof err);
             double t1 = now_mono();
-            status = rc ? status_from_backend(e, rc, s->info.name, err) : ENGINE_OK;
+            status = rc ? status_from_backend(e, rc, s->info.name, err) : BATCHER_OK;
             metrics_batch(e->metrics, model, k);
             for (int i = 0; i < k; i++) {
                 run[i]->t_started = t0;
@@ -298,22 +298,22 @@ static void run_batch(struct engine *e, int model, struct engine_item **items, i
         for (int i = 0; i < k; i++) {
             run[i]->status = status;
             run[i]->batch_size = k;
-            run[i]->logit = status == ENGINE_OK ? e->logits[i] : 0;
+            run[i]->logit = status == BATCHER_OK ? e->logits[i] : 0;
         }
     }
     for (int i = 0; i < n; i++)
         items[i]->done(items[i]);
 }
 
-static void *engine_main(void *arg)
+static void *batcher_main(void *arg)
 {
-    struct engine *e = arg;
+    struct batcher *e = arg;
     /* OpenMP's thread count is per calling thread: set it on the thread that runs the passes. */
     threads_set_compute_threads(e->opt.threads);
     if (run_canaries(e) == 0)
         atomic_store(&e->ready, atomic_load(&e->live));
     const double max_delay = e->opt.max_delay_ms * 1e-3;
-    struct engine_item **batch = calloc((size_t)e->opt.max_batch, sizeof *batch);
+    struct batcher_item **batch = calloc((size_t)e->opt.max_batch, sizeof *batch);
     pthread_mutex_lock(&e->lock);
     while (!e->stopping && batch) {
         int m = pick_model(e);
@@ -321,7 +321,7 @@ static void *engine_main(void *arg)
             pthread_cond_wait(&e->wake, &e->lock);
             continue;
         }
-        struct engine_slot *s = &e->slots[m];
+        struct batcher_slot *s = &e->slots[m];
         if (s->count < e->opt.max_batch && s->incoming > 0) {
             double until = s->ring[s->head]->t_enqueued + max_delay;
             if (now_mono() < until) {
@@ -346,9 +346,9 @@ static void *engine_main(void *arg)
     return NULL;
 }
 
-void engine_set_metrics(struct engine *e, struct metrics *m) { e->metrics = m; }
+void batcher_set_metrics(struct batcher *e, struct metrics *m) { e->metrics = m; }
 
-int engine_start(struct engine *e, char *err, size_t errlen)
+int batcher_start(struct batcher *e, char *err, size_t errlen)
 {
     int smax = 0;
     for (int i = 0; i < e->n_models; i++)
@@ -360,7 +360,7 @@ int engine_start(struct engine *e, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory for a batch of %d images of %d²", e->opt.max_batch, smax);
         return -1;
     }
-    if (pthread_create(&e->thread, NULL, engine_main, e)) {
+    if (pthread_create(&e->thread, NULL, batcher_main, e)) {
         snprintf(err, errlen, "cannot start the inference thread");
         return -1;
     }
@@ -368,39 +368,39 @@ int engine_start(struct engine *e, char *err, size_t errlen)
     return 0;
 }
 
-int engine_ready(struct engine *e) { return atomic_load(&e->ready); }
-int engine_live(struct engine *e) { return atomic_load(&e->live); }
+int batcher_ready(struct batcher *e) { return atomic_load(&e->ready); }
+int batcher_live(struct batcher *e) { return atomic_load(&e->live); }
 
-int engine_submit(struct engine *e, int model, struct engine_item **items, int n, int withdraw_incoming)
+int batcher_submit(struct batcher *e, int model, struct batcher_item **items, int n, int withdraw_incoming)
 {
-    struct engine_slot *s = &e->slots[model];
+    struct batcher_slot *s = &e->slots[model];
     pthread_mutex_lock(&e->lock);
     if (withdraw_incoming)
         s->incoming--;
-    int rc = ENGINE_OK;
+    int rc = BATCHER_OK;
     if (!atomic_load(&e->live))
-        rc = ENGINE_EDEVICE;
+        rc = BATCHER_EDEVICE;
     else if (e->stopping || !e->started)
-        rc = ENGINE_ESHUTDOWN;
+        rc = BATCHER_ESHUTDOWN;
     else if (e->queued_total + n > e->opt.max_queue)
-        rc = ENGINE_EQUEUEFULL;
-    if (rc == ENGINE_OK) {
+        rc = BATCHER_EQUEUEFULL;
+    if (rc == BATCHER_OK) {
         double now = now_mono();
         for (int i = 0; i < n; i++) {
             items[i]->t_enqueued = now;
-            items[i]->status = ENGINE_OK;
+            items[i]->status = BATCHER_OK;
             s->ring[(s->head + s->count) % e->opt.max_queue] = items[i];
             s->count++;
         }
         e->queued_total += n;
     }
-    if (rc == ENGINE_OK || withdraw_incoming)
+    if (rc == BATCHER_OK || withdraw_incoming)
         pthread_cond_signal(&e->wake);
     pthread_mutex_unlock(&e->lock);
     return rc;
 }
 
-void engine_incoming(struct engine *e, int model, int delta)
+void batcher_incoming(struct batcher *e, int model, int delta)
 {
     if (model < 0 || model >= e->n_models)
         return;
@@ -411,7 +411,7 @@ void engine_incoming(struct engine *e, int model, int delta)
     pthread_mutex_unlock(&e->lock);
 }
 
-int engine_queue_depth(struct engine *e, int model)
+int batcher_queue_depth(struct batcher *e, int model)
 {
     pthread_mutex_lock(&e->lock);
     int n = model < 0 ? e->queued_total : e->slots[model].count;
@@ -419,7 +419,7 @@ int engine_queue_depth(struct engine *e, int model)
     return n;
 }
 
-int engine_queue_free(struct engine *e)
+int batcher_queue_free(struct batcher *e)
 {
     pthread_mutex_lock(&e->lock);
     int n = e->opt.max_queue - e->queued_total;
@@ -427,9 +427,9 @@ int engine_queue_free(struct engine *e)
     return n;
 }
 
-size_t engine_device_bytes(struct engine *e, int model) { return atomic_load(&e->slots[model].device_bytes); }
+size_t batcher_device_bytes(struct batcher *e, int model) { return atomic_load(&e->slots[model].device_bytes); }
 
-void engine_stop(struct engine *e)
+void batcher_stop(struct batcher *e)
 {
     pthread_mutex_lock(&e->lock);
     e->stopping = 1;
@@ -441,26 +441,26 @@ void engine_stop(struct engine *e)
     atomic_store(&e->ready, 0);
     /* The thread is gone: fail what is still queued, from this thread. */
     for (int m = 0; m < e->n_models; m++) {
-        struct engine_slot *s = &e->slots[m];
+        struct batcher_slot *s = &e->slots[m];
         while (s->count > 0) {
-            struct engine_item *it = s->ring[s->head];
+            struct batcher_item *it = s->ring[s->head];
             s->head = (s->head + 1) % e->opt.max_queue;
             s->count--;
             e->queued_total--;
-            it->status = ENGINE_ESHUTDOWN;
+            it->status = BATCHER_ESHUTDOWN;
             it->done(it);
         }
     }
 }
 
-void engine_destroy(struct engine *e)
+void batcher_destroy(struct batcher *e)
 {
     if (!e)
         return;
     if (e->started)
-        engine_stop(e);
+        batcher_stop(e);
     for (int i = 0; i < e->n_models; i++) {
-        struct engine_slot *s = &e->slots[i];
+        struct batcher_slot *s = &e->slots[i];
         vit_destroy(s->vit);
         if (s->have_backend)
             backend_destroy(&s->be);
