@@ -102,7 +102,7 @@ def check_rendered(path, overlay):
         h = hpas[0]["spec"]
         need(h["scaleTargetRef"]["name"] == dep["metadata"]["name"], f"{overlay}: HPA targets the Deployment")
         names = [m.get("pods", {}).get("metric", {}).get("name") for m in h.get("metrics", [])]
-        with open(os.path.join(SRC, "server", "api.c")) as f:
+        with open(os.path.join(SRC, "server", "metrics.c")) as f:  # where the gauges are rendered
             api = f.read()
         for n in names:
             need(n and f'"{n}"' in api, f"{overlay}: HPA metric {n} is not one stopcald exports")
