@@ -571,7 +571,12 @@ static int fetch_config(stopcal_client *c, char *err, size_t errlen)
         json_array_foreach(models, i, m)
         {
             const char *nm = json_string_value(json_object_get(m, "name"));
-            if (!want || !nm || strcmp(nm, want))
+            int match = want && nm && !strcmp(nm, want);
+            size_t k;
+            json_t *alias;
+            json_array_foreach(json_object_get(m, "aliases"), k, alias) /* the name a pipeline knows */
+                match |= want && json_is_string(alias) && !strcmp(json_string_value(alias), want);
+            if (!match)
                 continue;
             char *cfg = json_dumps(json_object_get(m, "config"), JSON_COMPACT);
             char perr[256];

@@ -7,7 +7,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MODEL_FORMAT_VERSION 1
+#define MODEL_FORMAT_VERSION 2     /* what writers write; the reader accepts 1 and 2 */
+#define MODEL_FORMAT_VERSION_MIN 1
+#define MODEL_MAX_ALIASES 16
 #define MODEL_HEAD_DIM 64 /* DINOv2's attention head dimension, for every variant */
 
 enum model_dtype { MODEL_F32, MODEL_F16, MODEL_BF16 };
@@ -39,7 +41,15 @@ struct model_config {
     enum model_lora lora;
     int lora_rank;
     double lora_alpha;
+    /* format_version 2: other names requests may use for this model (e.g. "surf/dino_big_...") */
+    char aliases[MODEL_MAX_ALIASES][128];
+    int n_aliases;
 };
+
+/* A model name or alias as requests spell it: 1-127 bytes of letters, digits, '-', '_', '.', and '/'
+ * between non-empty parts, none of them ".", "..", "versions", "ready" or "infer" (words of the /v2
+ * paths, so that a name in a path is never ambiguous). Returns 0, or -1 with err. */
+int model_name_check(const char *name, char *err, size_t errlen);
 
 struct model_tensor {
     char name[96];

@@ -1,8 +1,9 @@
-/* Parsing and validation of stopcal.config (models/FORMAT.md, format_version 1). Every field is
+/* Parsing and validation of stopcal.config (models/FORMAT.md, format_version 1 and 2). Every field is
  * checked for presence, type and range, and the architecture for internal consistency, so the
  * engine never has to second-guess a loaded model. */
 #include "model.h"
 
+#include <ctype.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
@@ -200,10 +201,66 @@ static int parse_lora(struct model_config *c, json_t *lora, char *err, size_t er
     return 0;
 }
 
+static int reserved_part(const char *s, size_t n)
+{
+    static const char *const words[] = {".", "..", "versions", "ready", "infer"};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (strlen(words[i]) == n && memcmp(words[i], s, n) == 0)
+            return 1;
+    return 0;
+}
+
+int model_name_check(const char *name, char *err, size_t errlen)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > 127)
+        return fail(err, errlen, "'%s': a model name is 1 to 127 characters", name);
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)name[i]) && !strchr("-_./", name[i]))
+            return fail(err, errlen, "'%s': a model name may hold letters, digits, '-', '_', '.' and '/' only", name);
+    for (const char *part = name;;) {
+        const char *slash = strchr(part, '/');
+        size_t len = slash ? (size_t)(slash - part) : strlen(part);
+        if (len == 0)
+            return fail(err, errlen, "'%s': '/' must separate non-empty parts of a model name", name);
+        if (reserved_part(part, len))
+            return fail(err, errlen, "'%s': '%.*s' cannot be part of a model name (it is a word of the /v2 paths)",
+                        name, (int)len, part);
+        if (!slash)
+            return 0;
+        part = slash + 1;
+    }
+}
+
+/* format_version 2: "aliases", a list of distinct model names. */
+static int parse_aliases(struct model_config *c, json_t *list, char *err, size_t errlen)
+{
+    if (!json_is_array(list))
+        return fail(err, errlen, "stopcal.config: aliases must be a list of strings");
+    if (json_array_size(list) > MODEL_MAX_ALIASES)
+        return fail(err, errlen, "stopcal.config: aliases holds %zu names (at most %d)", json_array_size(list),
+                    MODEL_MAX_ALIASES);
+    size_t i;
+    json_t *v;
+    char why[256];
+    json_array_foreach(list, i, v) {
+        const char *name = json_string_value(v);
+        if (!name)
+            return fail(err, errlen, "stopcal.config: aliases[%zu] is not a string", i);
+        if (model_name_check(name, why, sizeof why))
+            return fail(err, errlen, "stopcal.config: aliases[%zu] %s", i, why);
+        for (int k = 0; k < c->n_aliases; k++)
+            if (strcmp(c->aliases[k], name) == 0)
+                return fail(err, errlen, "stopcal.config: aliases lists '%s' twice", name);
+        snprintf(c->aliases[c->n_aliases++], sizeof c->aliases[0], "%s", name);
+    }
+    return 0;
+}
+
 int model_config_parse(struct model_config *c, const char *json, char *err, size_t errlen)
 {
     static const char *const keys[] = {"format_version", "name", "version", "architecture", "input",
-                                       "preprocessing", "output", "lora", "provenance", NULL};
+                                       "preprocessing", "output", "lora", "provenance", "aliases", NULL};
     json_error_t jerr;
     memset(c, 0, sizeof *c);
     json_t *root = json_loads(json, JSON_REJECT_DUPLICATES, &jerr);
@@ -218,11 +275,18 @@ int model_config_parse(struct model_config *c, const char *json, char *err, size
     if (check_keys(root, "the top level", keys, err, errlen) ||
         get_int(root, "config", "format_version", 0, 1 << 30, &c->format_version, err, errlen))
         goto done;
-    if (c->format_version != MODEL_FORMAT_VERSION) {
-        fail(err, errlen, "stopcal.config: format_version %d is not supported (this build reads %d)",
-             c->format_version, MODEL_FORMAT_VERSION);
+    if (c->format_version < MODEL_FORMAT_VERSION_MIN || c->format_version > MODEL_FORMAT_VERSION) {
+        fail(err, errlen, "stopcal.config: format_version %d is not supported (this build reads %d to %d)",
+             c->format_version, MODEL_FORMAT_VERSION_MIN, MODEL_FORMAT_VERSION);
         goto done;
     }
+    json_t *aliases = json_object_get(root, "aliases");
+    if (aliases && c->format_version < 2) {
+        fail(err, errlen, "stopcal.config: unknown key \"aliases\" in the top level (it needs format_version 2)");
+        goto done;
+    }
+    if (aliases && parse_aliases(c, aliases, err, errlen))
+        goto done;
     if (get_string(root, "", "name", c->name, sizeof c->name, err, errlen) ||
         get_string(root, "", "version", c->version, sizeof c->version, err, errlen))
         goto done;

@@ -23,7 +23,9 @@ import struct
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what this module writes; it reads 1 and 2 (FORMAT.md)
+FORMAT_VERSION_MIN = 1
+MAX_ALIASES = 16
 HEAD_DIM = 64  # DINOv2's attention head dimension, for every variant
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
@@ -42,7 +44,7 @@ LORA_HANDLINGS = ("none", "merge", "drop")
 # "architecture"; we are equally strict in the other fixed-schema objects so that a writer never
 # produces a file that a stricter reader might refuse. "provenance" is free-form.
 _TOP_KEYS = ("format_version", "name", "version", "architecture", "input", "preprocessing",
-             "output", "lora", "provenance")
+             "output", "lora", "provenance", "aliases")
 _ARCH_KEYS = ("family", "embed_dim", "depth", "num_heads", "ffn", "ffn_hidden_dim",
               "num_registers", "patch_size", "pos_embed_grid", "pos_embed_interpolation",
               "layernorm_eps", "head_hidden_dim")
@@ -153,8 +155,9 @@ def make_config(*, embed_dim, depth, num_heads, ffn="mlp", ffn_hidden_dim=None, 
                 layernorm_eps=1e-6, head_hidden_dim=None, input_size=224,
                 profile="cortexchange-v2", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
                 noise_sigma=0.0, threshold=0.5, lora_handling="none", lora_rank=0, lora_alpha=0,
-                name="dinov2-random", version="0.1.0", provenance=None):
-    """Build a complete, validated stopcal.config dict; omitted sizes follow DINOv2's rules."""
+                name="dinov2-random", version="0.1.0", provenance=None, aliases=None):
+    """Build a complete, validated stopcal.config dict; omitted sizes follow DINOv2's rules.
+    aliases: other names requests may use for the model (format_version 2), or None."""
     cfg = {
         "format_version": FORMAT_VERSION,
         "name": name,
@@ -187,8 +190,29 @@ def make_config(*, embed_dim, depth, num_heads, ffn="mlp", ffn_hidden_dim=None, 
         "provenance": dict(provenance) if provenance else {"created_by": "stopcal_model.py",
                                                            "sources": []},
     }
+    if aliases:
+        cfg["aliases"] = list(aliases)
     validate_config(cfg)
     return cfg
+
+
+_RESERVED_NAME_PARTS = (".", "..", "versions", "ready", "infer")
+
+
+def check_model_name(name):
+    """The rule for model names and aliases (model_name_check in models/model_config.c): 1-127
+    bytes of letters, digits, '-', '_', '.', and '/' between non-empty parts, none of them a word
+    of the /v2 paths. Returns None, or what is wrong."""
+    if not isinstance(name, str) or not 1 <= len(name.encode("utf-8")) <= 127:
+        return f"{name!r}: a model name is 1 to 127 characters"
+    if not all(c.isascii() and (c.isalnum() or c in "-_./") for c in name):
+        return f"'{name}': a model name may hold letters, digits, '-', '_', '.' and '/' only"
+    for part in name.split("/"):
+        if not part:
+            return f"'{name}': '/' must separate non-empty parts of a model name"
+        if part in _RESERVED_NAME_PARTS:
+            return f"'{name}': '{part}' cannot be part of a model name (it is a word of the /v2 paths)"
+    return None
 
 
 def _is_int(v):
@@ -233,9 +257,22 @@ def validate_config(cfg):
         raise ModelFormatError("stopcal.config: a string holds a NUL character")
     _no_unknown_keys(cfg, _TOP_KEYS, "")
     fv = _need(cfg, "format_version", "", _is_int, "an integer")
-    if fv != FORMAT_VERSION:
+    if not FORMAT_VERSION_MIN <= fv <= FORMAT_VERSION:
         raise ModelFormatError(f"stopcal.config: format_version {fv} is not supported "
-                               f"(this reader knows {FORMAT_VERSION})")
+                               f"(this reader knows {FORMAT_VERSION_MIN} to {FORMAT_VERSION})")
+    if "aliases" in cfg:
+        if fv < 2:
+            raise ModelFormatError("stopcal.config: unknown key aliases (it needs format_version 2)")
+        aliases = cfg["aliases"]
+        if not isinstance(aliases, list) or len(aliases) > MAX_ALIASES:
+            raise ModelFormatError(f"stopcal.config: aliases must be a list of at most {MAX_ALIASES} "
+                                   f"names, not {aliases!r}")
+        for i, a in enumerate(aliases):
+            why = check_model_name(a)
+            if why:
+                raise ModelFormatError(f"stopcal.config: aliases[{i}] {why}")
+        if len(set(aliases)) != len(aliases):
+            raise ModelFormatError(f"stopcal.config: aliases lists a name twice: {aliases!r}")
     _need(cfg, "name", "", lambda v: _short_string(v, MAX_NAME_BYTES) and v != "",
           f"a non-empty string of at most {MAX_NAME_BYTES} bytes")
     _need(cfg, "version", "", lambda v: _short_string(v, MAX_VERSION_BYTES),

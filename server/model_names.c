@@ -3,8 +3,9 @@
 
 #include "config.h"
 #include "batcher.h"
+#include "log.h"
+#include "model.h"
 
-#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,37 +18,6 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
     return -1;
-}
-
-static int reserved_segment(const char *s, size_t n)
-{
-    static const char *const words[] = {".", "..", "versions", "ready", "infer"};
-    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
-        if (strlen(words[i]) == n && memcmp(words[i], s, n) == 0)
-            return 1;
-    return 0;
-}
-
-int model_name_check(const char *name, char *err, size_t errlen)
-{
-    size_t n = strlen(name);
-    if (n == 0 || n > 127)
-        return fail(err, errlen, "'%s': a model name is 1 to 127 characters", name);
-    for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)name[i]) && !strchr("-_./", name[i]))
-            return fail(err, errlen, "'%s': a model name may hold letters, digits, '-', '_', '.' and '/' only", name);
-    for (const char *seg = name;;) {
-        const char *slash = strchr(seg, '/');
-        size_t len = slash ? (size_t)(slash - seg) : strlen(seg);
-        if (len == 0)
-            return fail(err, errlen, "'%s': '/' must separate non-empty parts of a model name", name);
-        if (reserved_segment(seg, len))
-            return fail(err, errlen, "'%s': '%.*s' cannot be part of a model name (it is a word of the /v2 paths)",
-                        name, (int)len, seg);
-        if (!slash)
-            return 0;
-        seg = slash + 1;
-    }
 }
 
 int model_aliases_apply(struct batcher *e, const struct server_config *cfg, char *err, size_t errlen)
@@ -64,6 +34,27 @@ int model_aliases_apply(struct batcher *e, const struct server_config *cfg, char
         }
         if (batcher_add_alias(e, target, a->alias, why, sizeof why))
             return fail(err, errlen, "--alias %s=%s: %s", a->alias, a->target, why);
+    }
+    for (int i = 0; i < batcher_model_count(e); i++) {
+        const struct batcher_model_info *m = batcher_model(e, i);
+        for (int k = 0; k < m->config.n_aliases; k++) {
+            const char *alias = m->config.aliases[k];
+            int now = batcher_find_model(e, alias);
+            if (now == i && strcmp(m->name, alias) != 0)
+                continue;
+            int on_command_line = 0;
+            for (int j = 0; j < cfg->n_aliases; j++)
+                on_command_line |= strcmp(cfg->aliases[j].alias, alias) == 0;
+            if (on_command_line) {
+                log_msg("info", "%s: the alias '%s' recorded in the file is overridden by --alias", m->path, alias);
+                continue;
+            }
+            if (now >= 0)
+                return fail(err, errlen, "%s: the alias '%s' recorded in the file already names the model '%s' "
+                            "(choose with --alias %s=NAME)", m->path, alias, batcher_model(e, now)->name, alias);
+            if (batcher_add_alias(e, i, alias, why, sizeof why))
+                return fail(err, errlen, "%s: alias '%s': %s", m->path, alias, why);
+        }
     }
     return 0;
 }

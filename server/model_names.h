@@ -6,15 +6,14 @@
 #ifndef STOPCAL_SERVER_MODEL_NAMES_H
 #define STOPCAL_SERVER_MODEL_NAMES_H
 
+#include "model.h"
+
 #include <stddef.h>
 
 struct batcher;
 struct server_config;
 
-/* A name or alias a request can spell: 1-127 bytes of letters, digits, '-', '_', '.', and '/'
- * between non-empty segments; no segment may be ".", "..", or a v2 path word ("versions",
- * "ready", "infer"), so that routing is never ambiguous. Returns 0, or -1 with err. */
-int model_name_check(const char *name, char *err, size_t errlen);
+/* The rule for names and aliases is model_name_check (models/model.h). */
 
 /* Register the --alias entries of cfg and the aliases recorded in each loaded model's file. A
  * command-line alias wins over a file's; an alias that names a loaded model, or that two files

@@ -130,6 +130,15 @@ def alias_tests():
                 r = curl(srv.url("/v2/models/%s%s" % (path_model, suffix)))
                 check(r.status == 200 and r.json()["name"] == served and key in r.json(), (path_model, suffix, r))
 
+    def test_the_c_client_preprocessing_locally_by_alias():
+        p = subprocess.run([A.stopcal, "--url", srv.base, "--model", PIPELINE_NAME, "--local-preprocess", "predict",
+                            "--json"] + images, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+        check(p.returncode == 0, p.stderr.decode())
+        doc = json.loads(p.stdout)
+        check(doc["model"]["name"] == "tiny", doc)
+        for res in doc["results"]:
+            check(abs(res["continue_score"] - want[res["name"]]["continue_score"]) <= TOL, (res, want))
+
     def test_unknown_names_are_404_listing_the_known_ones():
         for r in (curl(srv.url("/v1/predict?model=surf%2Fnope"), "-F", "f=@%s" % images[0]),
                   post_v2_image(srv, "surf%2Fnope", [open(images[0], "rb").read()]),
@@ -171,11 +180,41 @@ def alias_tests():
         err = start_fails("--model", "a/ready=" + A.model)
         check("--model" in err and "ready" in err, err)
 
+    def test_aliases_recorded_in_model_files():
+        files = {}
+        for name, aliases in (("f1", "surf/from_file,f1/short"), ("f2", "surf/from_file")):
+            files[name] = os.path.join(TMP, "%s.safetensors" % name)
+            p = subprocess.run([sys.executable, os.path.join(HERE, "make_constant_model.py"), ROOT, files[name],
+                                "1.5" if name == "f1" else "-1.5", name, aliases], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=120)
+            check(p.returncode == 0, p.stderr.decode())
+        s = Server(A.stopcald, [files["f1"]])
+        try:
+            r = curl(s.url("/v1/models"))
+            check(r.json()["models"][0]["aliases"] == ["surf/from_file", "f1/short"], r.json())
+            r = post_v2_image(s, "surf%2Ffrom_file", [open(images[0], "rb").read()])
+            check(r.status == 200 and r.json()["model_name"] == "f1", r)
+            check(abs(r.json()["outputs"][1]["data"][0] - 1.5) <= 1e-6, r.json())
+        finally:
+            check(s.stop() == 0, "stopcald exit status")
+        # Two files claiming one alias: refused, until the command line decides.
+        err = start_fails("--model", files["f1"], "--model", files["f2"])
+        check("surf/from_file" in err and "--alias" in err and files["f2"] in err, err)
+        s = Server(A.stopcald, [files["f1"], files["f2"]], "--alias", "surf/from_file=f2")
+        try:
+            r = curl(s.url("/v1/predict?model=surf/from_file"), "-F", "f=@" + images[0])
+            check(r.status == 200 and r.json()["model"]["name"] == "f2", r)
+            check(abs(r.json()["results"][0]["logit"] + 1.5) <= 1e-6, r.json())
+            check("overridden by --alias" in s.log_text(), s.log_text()[-2000:])
+        finally:
+            check(s.stop() == 0, "stopcald exit status")
+
     def test_stops_cleanly():
         check(srv.stop() == 0, "stopcald exit status")
 
-    return [test_v1_models_lists_the_aliases, test_v1_predict_by_alias_encoded_or_not,
-            test_v2_paths_with_slashes_encoded_or_not, test_unknown_names_are_404_listing_the_known_ones,
+    return [test_v1_models_lists_the_aliases, test_aliases_recorded_in_model_files, test_v1_predict_by_alias_encoded_or_not,
+            test_v2_paths_with_slashes_encoded_or_not, test_the_c_client_preprocessing_locally_by_alias,
+            test_unknown_names_are_404_listing_the_known_ones,
             test_env_twin_and_command_line_precedence, test_bad_aliases_stop_the_server_with_a_reason,
             test_stops_cleanly]
 
@@ -562,6 +601,7 @@ def readme_tests():
                                      "merge")  # what --lora merge would serve: not what was asked for
         check(max(abs(g - 1.0 / (1.0 + math.exp(-m))) for g, m in zip(out["scores"], merged)) > 1e-3,
               (out["scores"], merged))
+        state["scores"] = out["scores"]
         state["images"], state["work"] = images, work
 
     def test_going_back_leaves_the_pipeline_as_it_was():
@@ -581,12 +621,33 @@ def readme_tests():
         out = json.loads(p.stdout.decode().splitlines()[-1])
         check(not out["model"] and "cortexchange" in out["why"] and out["scores"] == [1.0], out)
 
+    def test_the_alias_recorded_by_the_converter_serves_alone():
+        text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+        check("with `--alias %s`\nadded to the `stopcal-convert` command" % PIPELINE_NAME in text, "README changed")
+        convert = shlex.split(serve[0])
+        out = convert[convert.index("-o") + 1].replace(".safetensors", "-aliased.safetensors")
+        convert[convert.index("-o") + 1] = out
+        p = subprocess.run([sys.executable, os.path.join(ROOT, "models", "stopcal-convert")] + convert[2:] +
+                           ["--alias", PIPELINE_NAME], cwd=run_dir, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=300)
+        check(p.returncode == 0 and PIPELINE_NAME in p.stdout.decode(), p.stdout.decode()[-3000:])
+        s = Server(A.stopcald, [os.path.join(run_dir, out)])
+        try:
+            models = curl(s.url("/v1/models")).json()["models"]
+            check(models[0]["aliases"] == [PIPELINE_NAME], models)
+            env = clean_env(PYTHONPATH=os.path.join(ROOT, "client", "python"), STOPCAL_URL=s.base)
+            got = run_pipeline(".cache/cortexchange", state["images"], env, state["work"])
+            check(got["model"] and got["scores"] == state["scores"], (got, state["scores"]))
+        finally:
+            check(s.stop() == 0, "stopcald exit status")
+
     def test_stops_cleanly():
         state["pkg"].remove()
         check(state["srv"].stop() == 0, "stopcald exit status")
 
     return [test_convert_and_serve_as_readme_says, test_the_pipeline_runs_unchanged_with_the_two_exports,
-            test_going_back_leaves_the_pipeline_as_it_was, test_stops_cleanly]
+            test_going_back_leaves_the_pipeline_as_it_was, test_the_alias_recorded_by_the_converter_serves_alone,
+            test_stops_cleanly]
 
 
 GROUPS = {"aliases": alias_tests, "shim": shim_tests, "package": package_tests, "readme": readme_tests}

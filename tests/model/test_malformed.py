@@ -416,8 +416,22 @@ def test_unknown_architecture_key_is_refused_by_name(ctx):
     _config_case(ctx, lambda c: c["architecture"].update(dropout=0.1), "dropout")
 
 
-def test_format_version_2_is_refused(ctx):
-    _config_case(ctx, lambda c: c.update(format_version=2), "format_version")
+def test_format_version_3_is_refused(ctx):
+    _config_case(ctx, lambda c: c.update(format_version=3), "format_version")
+
+
+def test_aliases_need_format_version_2(ctx):
+    _config_case(ctx, lambda c: c.update(format_version=1, aliases=["surf/x"]), "aliases", "format_version 2")
+
+
+def test_aliases_that_are_not_names_are_refused(ctx):
+    _config_case(ctx, lambda c: c.update(aliases="surf/x"), "aliases")
+    _config_case(ctx, lambda c: c.update(aliases=["surf/x", 7]), "aliases[1]")
+    _config_case(ctx, lambda c: c.update(aliases=["surf/infer"]), "aliases[0]", "'infer'")
+    _config_case(ctx, lambda c: c.update(aliases=["a//b"]), "aliases[0]", "non-empty")
+    _config_case(ctx, lambda c: c.update(aliases=["x y"]), "aliases[0]", "letters")
+    _config_case(ctx, lambda c: c.update(aliases=["surf/x", "surf/x"]), "twice")
+    _config_case(ctx, lambda c: c.update(aliases=["a%d" % i for i in range(17)]), "aliases")
 
 
 def test_missing_config_section_is_refused_by_name(ctx):
@@ -509,6 +523,27 @@ def test_free_form_provenance_and_extra_metadata_load(ctx):
     entries, data = p.header_and_data()
     _same_logits_as_reference(ctx, write(ctx, assemble(entries, data, p.metadata),
                                          "provenance.safetensors"), "provenance")
+
+
+def test_format_version_1_files_still_load(ctx):
+    cfg, arrays = tiny_model(ctx)
+    check(cfg["format_version"] == 2, "writers write format_version 2")
+    cfg["format_version"] = 1
+    p = Parts(cfg, arrays)
+    entries, data = p.header_and_data()
+    path = write(ctx, assemble(entries, data, p.metadata), "version1.safetensors")
+    check(sm.read_model(path)[0]["format_version"] == 1, "read as version 1")
+    _same_logits_as_reference(ctx, path, "format_version 1")
+
+
+def test_aliases_of_format_version_2_load(ctx):
+    cfg, arrays = tiny_model(ctx)
+    cfg["aliases"] = ["surf/dino_big_lora_tune_posclsreg_may_O2_aug_099", "short"]
+    p = Parts(cfg, arrays)
+    entries, data = p.header_and_data()
+    path = write(ctx, assemble(entries, data, p.metadata), "aliases.safetensors")
+    check(sm.read_model(path)[0]["aliases"] == cfg["aliases"], "aliases read back")
+    _same_logits_as_reference(ctx, path, "aliases")
 
 
 if __name__ == "__main__":
