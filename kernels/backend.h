@@ -78,6 +78,14 @@ struct backend_ops {
     int (*graph_begin)(struct backend *be, const void *owner, int key);
     int (*graph_end)(struct backend *be, const void *owner, int key, int status);
     void (*graph_forget)(struct backend *be, const void *owner);
+
+    /* The attention probabilities themselves, for explain passes only (never in the ordinary
+     * forward pass, which keeps them inside the fused attention): for each image, the softmax rows
+     * softmax(q_i·kᵀ/√64) of the first `queries` tokens i (1: the CLS token's row; T: the whole
+     * matrix), from qkv (B, T, 3·H·64) as the attention op reads it. mean_heads = 0: probs
+     * (B, H, queries, T) fp32; mean_heads = 1: probs (B, queries, T), the mean over the heads. */
+    int (*attention_probs)(struct backend *be, void *probs, const void *qkv, int batch, int tokens, int heads,
+                           int queries, int mean_heads);
 };
 
 struct backend {

@@ -8,6 +8,7 @@
 
 #include "activations.h"
 #include "attention.h"
+#include "attention_probs.h"
 #include "layernorm.h"
 #include "linear.h"
 #include "linear_packed.h"
@@ -175,6 +176,19 @@ static int cpu_attention(struct backend *be, void *out, const void *qkv, int bat
     return 0;
 }
 
+static int cpu_attention_probs(struct backend *be, void *probs, const void *qkv, int batch, int tokens,
+                               int heads, int queries, int mean_heads)
+{
+    if (queries < 1 || queries > tokens)
+        return set_error(be, BACKEND_EINVAL, "attention_probs: %d query rows of %d tokens", queries, tokens);
+    size_t floats = attention_probs_scratch_floats(tokens, queries, mean_heads);
+    float *s = floats ? scratch(be, floats) : NULL;
+    if (floats && !s)
+        return set_error(be, BACKEND_ENOMEM, "attention_probs: out of memory for %zu floats", floats);
+    attention_probs_cpu(probs, qkv, batch, tokens, heads, queries, mean_heads, s);
+    return 0;
+}
+
 static int cpu_layerscale_residual(struct backend *be, void *x, const void *y, const void *gamma,
                                    int rows, int dim)
 {
@@ -224,6 +238,7 @@ static const struct backend_ops cpu_ops = {
     .synchronize = cpu_synchronize,
     .bytes_in_use = cpu_bytes_in_use,
     .alloc_count = cpu_alloc_count,
+    .attention_probs = cpu_attention_probs,
 };
 
 int backend_cpu_create(struct backend *be, const struct backend_options *o, char *err, size_t errlen)

@@ -427,6 +427,27 @@ int cu_attention(struct backend *be, void *out, const void *qkv, int batch, int 
                      "attention");
 }
 
+int cu_attention_probs(struct backend *be, void *probs, const void *qkv, int batch, int tokens, int heads,
+                       int queries, int mean_heads)
+{
+    int rc = begin_op(be);
+    if (rc)
+        return rc;
+    if (queries < 1 || queries > tokens)
+        return set_error(be, BACKEND_EINVAL, "%s attention_probs: %d query rows of %d tokens", BACKEND_NAME,
+                         queries, tokens);
+    const size_t n = (size_t)batch * (mean_heads ? 1 : heads) * queries * tokens;
+    if ((rc = need_type(be, qkv, CUDA_DTYPE_BF16, "attention_probs", "qkv")) ||
+        (rc = need_room(be, probs, n, CUDA_DTYPE_F32, "attention_probs")))
+        return rc;
+    cuda_ctx *c = ctx_of(be);
+    buf(probs)->type = CUDA_DTYPE_F32;
+    return op_result(be,
+                     CUDA_OP(attention_probs)(static_cast<float *>(dev(probs)), static_cast<const uint16_t *>(dev(qkv)),
+                                              batch, tokens, heads, queries, mean_heads, c->stream),
+                     "attention_probs");
+}
+
 int cu_layerscale_residual(struct backend *be, void *x, const void *y, const void *gamma, int rows, int dim)
 {
     int rc = begin_op(be);
@@ -592,6 +613,7 @@ const struct backend_ops cuda_backend_ops = {
     cu_graph_begin,
     cu_graph_end,
     cu_graph_forget,
+    cu_attention_probs,
 };
 
 /* Everything after the device is chosen. Returns 0 or -1 with err set (nothing left allocated). */

@@ -58,6 +58,11 @@ int CUDA_OP(patch_embed)(float *x, const float *pixels, const uint16_t *weight, 
  * flash-style kernel (tiles of 64 queries × 64 keys, online softmax, fp32 accumulators). */
 int CUDA_OP(attention)(uint16_t *out, const uint16_t *qkv, int batch, int tokens, int heads, void *stream);
 
+/* probs fp32 ← softmax(q_i·kᵀ/8) for the first `queries` tokens i, from qkv (B, T, 3·H·64) bf16:
+ * (B, H, queries, T), or (B, queries, T) averaged over the heads when mean_heads. */
+int CUDA_OP(attention_probs)(float *probs, const uint16_t *qkv, int batch, int tokens, int heads, int queries,
+                             int mean_heads, void *stream);
+
 /* out (m, n) ← act(in (m, k) · W (n, k)ᵀ + bias) with bf16 in and W, fp32 accumulation (cuBLAS),
  * out fp32 or bf16 (out_type). blas is a cublasHandle_t already bound to the stream. */
 int CUDA_OP(linear)(void *blas, void *out, int out_type, const uint16_t *in, const uint16_t *weight,

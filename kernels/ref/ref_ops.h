@@ -22,6 +22,11 @@ void layernorm_forward_ref(float *out, const float *in, const float *weight, con
  * [q heads | k heads | v heads] per token. */
 void attention_forward_ref(float *out, const float *qkv, int batch, int tokens, int heads);
 
+/* probs = softmax(q_i·kᵀ/8) for the first `queries` tokens i of each image, per head (B, H, queries, T),
+ * or its mean over the heads (B, queries, T) when mean_heads; qkv as attention_forward_ref reads it. */
+void attention_probs_ref(float *probs, const float *qkv, int batch, int tokens, int heads, int queries,
+                         int mean_heads);
+
 /* x (B, T, D) = [cls + pos[0], registers (R, D), patch p · Wᵀ + bias + pos[1 + p]] where patch p is
  * the (3, P, P) block of pixels (B, 3, S, S) at row p / g, column p % g of the g × g grid, g = S/P,
  * flattened channel-major as W (D, 3·P·P) expects; registers may be NULL when R = 0. */

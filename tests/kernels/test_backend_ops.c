@@ -27,6 +27,7 @@
 #include "backend_cuda.h"
 #endif
 
+#include <math.h>
 #include <string.h>
 
 #define BF16_U (1.0 / 256.0)
@@ -222,6 +223,41 @@ static void test_attention(struct backend *be, const struct backend_case *bc, in
     free(qkv), free(want);
 }
 
+/* The explain passes' op: softmax rows of the first `queries` tokens, per head or head-averaged.
+ * The reference gets the qkv the backend holds (bf16 on CUDA), so only the kernel's own fp32
+ * arithmetic differs from the reference's double: scores of 64 terms and one exp per probability. */
+static void test_attention_probs(struct backend *be, const struct backend_case *bc, int B, int T, int H,
+                                 int queries, int mean_heads)
+{
+    const int D = H * 64;
+    float *qkv;
+    void *d_qkv = linear_case(be, bc, B * T, 3 * D, 64, EPILOGUE_NONE, 1, &qkv);
+    const size_t n = (size_t)B * (mean_heads ? 1 : H) * queries * T;
+    void *d_out = be->ops->alloc(be, n);
+    CHECK(be->ops->attention_probs != NULL, "[%s] has attention_probs", bc->name);
+    CHECK(be->ops->attention_probs(be, d_out, d_qkv, B, T, H, queries, mean_heads) == 0, "[%s] attention_probs: %s",
+          bc->name, be->error);
+    float *want = malloc(n * sizeof *want);
+    attention_probs_ref(want, qkv, B, T, H, queries, mean_heads);
+    char op[80];
+    snprintf(op, sizeof op, "attention_probs B=%d T=%d H=%d queries=%d mean=%d", B, T, H, queries, mean_heads);
+    float *got = download(be, d_out, n);
+    /* Each row is a distribution: it sums to 1 whatever the tolerance below allows. */
+    double worst = 0;
+    for (size_t r = 0; r < n / T; r++) {
+        double sum = 0;
+        for (int j = 0; j < T; j++)
+            sum += got[r * T + j];
+        worst = fabs(sum - 1) > worst ? fabs(sum - 1) : worst;
+    }
+    CHECK(worst < 1e-5, "[%s] %s: rows sum to 1 (worst |sum - 1| = %.3g)", bc->name, op, worst);
+    expect_close(bc, op, got, want, n, 1e-6, 1e-5);
+    CHECK(be->ops->attention_probs(be, d_out, d_qkv, B, T, H, T + 1, mean_heads) == BACKEND_EINVAL,
+          "[%s] attention_probs refuses more query rows than tokens", bc->name);
+    be->ops->release(be, d_qkv), be->ops->release(be, d_out);
+    free(qkv), free(want);
+}
+
 static void test_swiglu(struct backend *be, const struct backend_case *bc)
 {
     const int rows = 6, F = 40;
@@ -285,6 +321,9 @@ static void run_all_ops(struct backend *be, const struct backend_case *bc)
     test_attention(be, bc, 1, 1, 1);
     test_attention(be, bc, 2, 37, 2);
     test_attention(be, bc, 1, 70, 1);
+    test_attention_probs(be, bc, 2, 37, 3, 1, 0);  /* the CLS rows, per head */
+    test_attention_probs(be, bc, 1, 70, 2, 70, 1); /* whole matrices, head mean (rollout) */
+    test_attention_probs(be, bc, 2, 21, 1, 5, 0);
     test_swiglu(be, bc);
     test_layerscale_residual(be, bc, 0);
     test_layerscale_residual(be, bc, 1);
