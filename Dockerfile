@@ -12,7 +12,7 @@ ENV DEBIAN_FRONTEND=noninteractive
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake pkg-config \
-      libopenblas-openmp-dev libjansson-dev libcfitsio-dev libmicrohttpd-dev libcurl4-openssl-dev zlib1g-dev \
+      libopenblas-openmp-dev libjansson-dev libcfitsio-dev libmicrohttpd-dev libcurl4-openssl-dev zlib1g-dev libpng-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -32,7 +32,7 @@ ENV DEBIAN_FRONTEND=noninteractive
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libopenblas0-openmp libjansson4 libcfitsio10t64 \
-      libmicrohttpd12t64 libcurl4t64 libgomp1 zlib1g ca-certificates \
+      libmicrohttpd12t64 libcurl4t64 libgomp1 zlib1g libpng16-16t64 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin stopcal

@@ -261,9 +261,37 @@ int vit_reserve(struct vit *v, int max_batch, int image_size, char *err, size_t 
     return 0;
 }
 
+/* An explain pass's extra work, done right after a block's attention op while the qkv buffer still
+ * holds that block's q, k and v (the FFN's first projection overwrites it later in the block). */
+struct explain_pass {
+    void *probs;     /* device (T, T) or (H, T) */
+    float *cls;      /* host (H, T) */
+    float *matrices; /* host (depth, T, T) head-averaged, when a rollout is asked; else NULL */
+};
+
+static int explain_block(struct vit *v, struct explain_pass *x, int block, int T)
+{
+    struct backend *be = v->be;
+    const struct backend_ops *ops = be->ops;
+    const int H = v->cfg.num_heads;
+    int rc;
+    if (x->matrices) {
+        if ((rc = ops->attention_probs(be, x->probs, v->wide, 1, T, H, T, 1)) ||
+            (rc = ops->download(be, x->matrices + (size_t)block * T * T, x->probs, (size_t)T * T)))
+            return rc;
+    }
+    if (block == v->cfg.depth - 1) {
+        if ((rc = ops->attention_probs(be, x->probs, v->wide, 1, T, H, 1, 0)) ||
+            (rc = ops->download(be, x->cls, x->probs, (size_t)H * T)))
+            return rc;
+    }
+    return 0;
+}
+
 /* Everything between the pixel upload and the logit download: the part a backend with graphs
- * records once per batch size and replays. Returns 0 or a BACKEND_E* code (message in be->error). */
-static int forward_pass(struct vit *v, int batch, int image_size)
+ * records once per batch size and replays. x: NULL for an ordinary pass. Returns 0 or a
+ * BACKEND_E* code (message in be->error). */
+static int forward_pass(struct vit *v, int batch, int image_size, struct explain_pass *x)
 {
     const struct model_config *c = &v->cfg;
     struct backend *be = v->be;
@@ -284,6 +312,8 @@ static int forward_pass(struct vit *v, int batch, int image_size)
         TRY(ops->layernorm(be, v->h, v->x, b->norm1_w, b->norm1_b, rows, D, D, eps));
         TRY(ops->linear(be, v->wide, v->h, b->qkv_w, b->qkv_b, rows, 3 * D, D, EPILOGUE_NONE));
         TRY(ops->attention(be, v->attn, v->wide, batch, T, c->num_heads));
+        if (x)
+            TRY(explain_block(v, x, i, T));
         TRY(ops->linear(be, v->h, v->attn, b->proj_w, b->proj_b, rows, D, D, EPILOGUE_NONE));
         TRY(ops->layerscale_residual(be, v->x, v->h, b->ls1, rows, D));
         TRY(ops->layernorm(be, v->h, v->x, b->norm2_w, b->norm2_b, rows, D, D, eps));
@@ -332,7 +362,7 @@ int vit_forward(struct vit *v, const float *pixels, int batch, int image_size, f
     if (replayed < 0)
         return fail(err, errlen, replayed, "%s: %s", ops->name, be->error);
     if (!replayed) {
-        rc = forward_pass(v, batch, image_size);
+        rc = forward_pass(v, batch, image_size, NULL);
         if (ops->graph_end) {
             int end_rc = ops->graph_end(be, v, batch, rc);
             rc = rc ? rc : end_rc;
@@ -344,4 +374,80 @@ int vit_forward(struct vit *v, const float *pixels, int batch, int image_size, f
     TRY(ops->synchronize(be));
 #undef TRY
     return 0;
+}
+
+int vit_heads(const struct vit *v) { return v->cfg.num_heads; }
+
+/* r ← r · Â for Â = (A + I)/2 with rows renormalised; A (T, T) row-major, r (T) overwritten. */
+static int rollout_step(double *r, const float *A, int T, double *tmp)
+{
+    for (int j = 0; j < T; j++)
+        tmp[j] = 0;
+    for (int i = 0; i < T; i++) {
+        const float *row = A + (size_t)i * T;
+        double sum = 1.0; /* the identity's 1 */
+        for (int j = 0; j < T; j++)
+            sum += row[j];
+        if (!(sum > 0))
+            return -1;
+        const double w = r[i] / sum; /* (A + I) row i / its sum; the ½ cancels in the renormalisation */
+        for (int j = 0; j < T; j++)
+            tmp[j] += w * row[j];
+        tmp[i] += w;
+    }
+    for (int j = 0; j < T; j++)
+        r[j] = tmp[j];
+    return 0;
+}
+
+int vit_explain(struct vit *v, const float *pixels, int image_size, float *logit, float *cls, float *rollout,
+                char *err, size_t errlen)
+{
+    struct backend *be = v->be;
+    const struct backend_ops *ops = be->ops;
+    if (!ops->attention_probs)
+        return fail(err, errlen, BACKEND_EINVAL, "the %s backend cannot explain (no attention_probs op)", ops->name);
+    if (v->max_batch < 1 || image_size != v->image_size) {
+        int rc = vit_reserve(v, v->max_batch > 0 ? v->max_batch : 1, image_size, err, errlen);
+        if (rc)
+            return rc;
+    }
+    const int T = vit_tokens(v, image_size), H = v->cfg.num_heads, L = v->cfg.depth;
+    struct explain_pass x = {.cls = cls};
+    const size_t probs_n = rollout ? (size_t)T * T : (size_t)H * T;
+    double *r = NULL, *tmp = NULL;
+    if (rollout) {
+        x.matrices = malloc((size_t)L * T * T * sizeof(float));
+        r = malloc((size_t)T * sizeof *r);
+        tmp = malloc((size_t)T * sizeof *tmp);
+        if (!x.matrices || !r || !tmp) {
+            free(x.matrices), free(r), free(tmp);
+            return fail(err, errlen, BACKEND_ENOMEM, "out of memory for the rollout's %d matrices of %d²", L, T);
+        }
+    }
+    x.probs = ops->alloc(be, probs_n > (size_t)H * T ? probs_n : (size_t)H * T);
+    int rc = x.probs ? 0 : BACKEND_ENOMEM;
+    if (!rc)
+        rc = ops->upload(be, v->pixels, pixels, (size_t)3 * image_size * image_size);
+    if (!rc)
+        rc = forward_pass(v, 1, image_size, &x);
+    if (!rc)
+        rc = ops->download(be, logit, v->logits, 1);
+    if (!rc)
+        rc = ops->synchronize(be);
+    if (rc)
+        fail(err, errlen, rc, "%s (explain pass): %s", ops->name, be->error);
+    ops->release(be, x.probs);
+    if (!rc && rollout) {
+        /* e₀ᵀ Â_L ⋯ Â_1: the CLS row, multiplied through from the last block down. */
+        for (int j = 0; j < T; j++)
+            r[j] = j == 0;
+        for (int l = L - 1; l >= 0 && !rc; l--)
+            if (rollout_step(r, x.matrices + (size_t)l * T * T, T, tmp))
+                rc = fail(err, errlen, BACKEND_EINVAL, "block %d's attention rows do not sum to a positive number", l);
+        for (int j = 0; j < T && !rc; j++)
+            rollout[j] = (float)r[j];
+    }
+    free(x.matrices), free(r), free(tmp);
+    return rc;
 }

@@ -4,6 +4,7 @@
 #include "backend.h"
 #include "backend_registry.h"
 #include "image.h"
+#include "infer_explain.h"
 #include "model.h"
 #include "preprocess.h"
 #include "result_json.h"
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 struct options {
     const char *model_path;
@@ -27,6 +29,7 @@ struct options {
     int pixels_mode; /* inputs are raw fp32 tensors rather than FITS images */
     char **inputs;
     int n_inputs;
+    struct infer_explain_options explain; /* explain.dir NULL: no explain pass */
 };
 
 static void die(const char *fmt, ...)
@@ -51,7 +54,12 @@ static void usage(FILE *to)
           "  --profile     preprocessing profile: cortexchange-v2 or cortexchange-v3 (default:\n"
           "                the model's); FITS inputs only\n"
           "  --threshold   decision threshold on continue_score (default: the model's, 0.5)\n"
-          "  --json        one JSON object {\"model\", \"results\": [...]} instead of lines\n",
+          "  --json        one JSON object {\"model\", \"results\": [...]} instead of lines\n"
+          "  --explain DIR also say where the model looked: each result gets an \"explain\" object\n"
+          "                (the last block's CLS attention per patch) and, for FITS inputs, DIR gets\n"
+          "                NAME.attention.fits (on the input's pixel grid, with its WCS) and .png\n"
+          "  --rollout     with --explain: also the attention rollout (NAME.rollout.fits/.png)\n"
+          "  --heads H     with --explain: mean (default) or all (per-head grids, a FITS cube)\n",
           to);
 }
 
@@ -72,6 +80,8 @@ static void parse_options(struct options *o, int argc, char **argv)
         {"device", required_argument, 0, 'd'},    {"threads", required_argument, 0, 'j'},
         {"max-batch", required_argument, 0, 'b'}, {"json", no_argument, 0, 'J'},
         {"pixels", no_argument, 0, 'p'},          {"profile", required_argument, 0, 'P'},
+        {"explain", required_argument, 0, 'E'},   {"rollout", no_argument, 0, 'R'},
+        {"heads", required_argument, 0, 'H'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -87,6 +97,13 @@ static void parse_options(struct options *o, int argc, char **argv)
         case 'J': o->json = 1; break;
         case 'p': o->pixels_mode = 1; break;
         case 'P': o->profile = optarg; break;
+        case 'E': o->explain.dir = optarg; break;
+        case 'R': o->explain.rollout = 1; break;
+        case 'H':
+            if (strcmp(optarg, "mean") != 0 && strcmp(optarg, "all") != 0)
+                die("--heads %s: expected mean or all", optarg);
+            o->explain.all_heads = strcmp(optarg, "all") == 0;
+            break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
         }
@@ -100,6 +117,13 @@ static void parse_options(struct options *o, int argc, char **argv)
     if (o->profile && strcmp(o->profile, "cortexchange-v2") != 0 &&
         strcmp(o->profile, "cortexchange-v3") != 0)
         die("--profile %s: expected cortexchange-v2 or cortexchange-v3", o->profile);
+    if ((o->explain.rollout || o->explain.all_heads) && !o->explain.dir)
+        die("--rollout and --heads go with --explain DIR");
+    if (o->explain.dir) {
+        struct stat st;
+        if (stat(o->explain.dir, &st) != 0 || !S_ISDIR(st.st_mode))
+            die("--explain %s: not a directory", o->explain.dir);
+    }
     if (o->profile && o->pixels_mode)
         die("--profile applies to FITS inputs; --pixels tensors are already preprocessed");
 }
@@ -148,6 +172,59 @@ static int read_fits(const char *path, float *dst, const struct model_config *cf
     return rc;
 }
 
+static void print_line(const struct stopcal_result *r)
+{
+    printf("%s\tcontinue_score=%.6f\tstop_probability=%.6f\tdecision=%s\tlogit=%.6f", r->name, r->continue_score,
+           r->stop_probability, r->stop ? "stop" : "continue", r->logit);
+    if (r->has_rms)
+        printf("\trms=%.6g\tnonfinite_pixels=%ld", r->rms, r->nonfinite_pixels);
+}
+
+/* --explain: one image, its result (with "explain") appended to results or printed. */
+static void explain_one(const struct options *o, struct vit *v, const struct model *m,
+                        const struct model_config *cfg, double threshold, const char *path, float *tensor,
+                        json_t *results)
+{
+    char err[512];
+    struct stopcal_result r = {0};
+    snprintf(r.name, sizeof r.name, "%s", path);
+    struct image img = {0};
+    unsigned char *bytes = NULL;
+    size_t len = 0;
+    if (o->pixels_mode) {
+        read_pixels(path, tensor, cfg->input_size);
+    } else {
+        struct image_limits limits = image_limits_default();
+        struct preprocess_stats stats;
+        if (image_read_file(path, limits.max_bytes, &bytes, &len, err, sizeof err) ||
+            image_decode(&img, bytes, len, &limits, err, sizeof err) ||
+            preprocess_image(tensor, &img, cfg, 0, &stats, err, sizeof err))
+            die("%s: %s", path, err);
+        r.has_rms = 1;
+        r.rms = stats.rms;
+        r.nonfinite_pixels = (long)stats.nonfinite_pixels;
+    }
+    json_t *explain = NULL;
+    if (infer_explain_image(v, m, cfg->input_size, tensor, o->pixels_mode ? NULL : &img, bytes, len, &o->explain,
+                            threshold, &r, &explain, err, sizeof err))
+        die("%s: explain: %s", path, err);
+    image_free(&img);
+    free(bytes);
+    if (o->json) {
+        json_t *obj = result_to_json(&r);
+        if (!obj || json_object_set_new(obj, "explain", explain) || json_array_append_new(results, obj))
+            die("out of memory");
+        return;
+    }
+    print_line(&r);
+    json_t *files = json_object_get(explain, "files");
+    size_t k;
+    json_t *f;
+    json_array_foreach(files, k, f) printf("\t%s", json_string_value(f));
+    putchar('\n');
+    json_decref(explain);
+}
+
 int main(int argc, char **argv)
 {
     struct options o;
@@ -183,6 +260,11 @@ int main(int argc, char **argv)
     if (!pixels || !logits || !batch_results || !results)
         die("out of memory");
 
+    if (o.explain.dir) { /* one explain pass per image */
+        for (int i = 0; i < o.n_inputs; i++)
+            explain_one(&o, v, &m, &cfg, threshold, o.inputs[i], pixels, results);
+        o.n_inputs = 0; /* the batched loop below has nothing left to do */
+    }
     for (int start = 0; start < o.n_inputs; start += batch_cap) {
         int n = o.n_inputs - start < batch_cap ? o.n_inputs - start : batch_cap;
         int failed = -1;
@@ -220,10 +302,7 @@ int main(int argc, char **argv)
                 if (json_array_append_new(results, result_to_json(&r)))
                     die("out of memory");
             } else {
-                printf("%s\tcontinue_score=%.6f\tstop_probability=%.6f\tdecision=%s\tlogit=%.6f", r.name,
-                       r.continue_score, r.stop_probability, r.stop ? "stop" : "continue", r.logit);
-                if (r.has_rms)
-                    printf("\trms=%.6g\tnonfinite_pixels=%ld", r.rms, r.nonfinite_pixels);
+                print_line(&r);
                 putchar('\n');
             }
         }

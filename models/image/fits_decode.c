@@ -30,6 +30,20 @@ int image_decoder_is_reentrant(void)
     return reentrant;
 }
 
+int image_cfitsio_begin(void)
+{
+    int serialise = !image_decoder_is_reentrant();
+    if (serialise)
+        pthread_mutex_lock(&cfitsio_lock);
+    return serialise;
+}
+
+void image_cfitsio_end(int serialised)
+{
+    if (serialised)
+        pthread_mutex_unlock(&cfitsio_lock);
+}
+
 struct image_limits image_limits_default(void)
 {
     struct image_limits l = {IMAGE_DEFAULT_MAX_BYTES, IMAGE_DEFAULT_MAX_PIXELS};

@@ -83,4 +83,10 @@ int image_read_file(const char *path, size_t max_bytes, unsigned char **bytes, s
 /* 1 when cfitsio is used concurrently (it was built reentrant), 0 when calls are serialised. */
 int image_decoder_is_reentrant(void);
 
+/* For other code of this project that calls cfitsio (the attention-map writer): bracket the calls
+ * with these so that they are serialised with the decoder's when cfitsio is not reentrant.
+ * image_cfitsio_begin returns what image_cfitsio_end must be given. */
+int image_cfitsio_begin(void);
+void image_cfitsio_end(int serialised);
+
 #endif
