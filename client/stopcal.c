@@ -839,6 +839,46 @@ int stopcal_health(stopcal_client *c, int i, char *err, size_t errlen)
     return rc;
 }
 
+int stopcal_explain_file(stopcal_client *c, const char *path, const char *format, int all_heads, int rollout,
+                         char **body, size_t *len, char *err, size_t errlen)
+{
+    *body = NULL;
+    *len = 0;
+    if (!c || !path || !format || (strcmp(format, "json") && strcmp(format, "fits") && strcmp(format, "png"))) {
+        seterr(err, errlen, "explain: format must be json, fits or png");
+        return STOPCAL_EINVAL;
+    }
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        seterr(err, errlen, "cannot open %s", path);
+        return STOPCAL_EINVAL;
+    }
+    fclose(f);
+    char query[1024];
+    v1_path(c, NULL, query, sizeof query); /* /v1/predict[?model=…&threshold=…] */
+    const char *rest = strchr(query, '?');
+    char url[1200];
+    snprintf(url, sizeof url, "/v1/explain?format=%s&heads=%s&rollout=%d%s%s", format, all_heads ? "all" : "mean",
+             rollout ? 1 : 0, rest ? "&" : "", rest ? rest + 1 : "");
+    const char *name = base_name(path);
+    struct request rq = {.path = url, .header_len = -1, .files = &path, .names = &name, .n_files = 1, .retry = 1};
+    struct reply rp = {0};
+    pthread_mutex_lock(&c->mu);
+    int rc = exchange(c, &rq, &rp, err, errlen);
+    pthread_mutex_unlock(&c->mu);
+    if (rc != STOPCAL_OK || !rp.body.data) {
+        free(rp.body.data);
+        if (rc == STOPCAL_OK) {
+            seterr(err, errlen, "the server answered an empty body");
+            rc = STOPCAL_EPROTO;
+        }
+        return rc;
+    }
+    *body = rp.body.data;
+    *len = rp.body.len;
+    return STOPCAL_OK;
+}
+
 int stopcal_models(stopcal_client *c, char **json, char *err, size_t errlen)
 {
     *json = NULL;

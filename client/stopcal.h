@@ -109,6 +109,14 @@ const char *stopcal_client_url(const stopcal_client *c, int i);
 /* GET /v1/models (with failover and retries): the JSON text, malloc'd, in *json (caller frees). */
 int stopcal_models(stopcal_client *c, char **json, char *err, size_t errlen);
 
+/* Where the model looked (POST /v1/explain) for one FITS file: format "json" (the result object
+ * with its "explain" member), "fits" (the attention map on the image's own pixel grid, with its
+ * WCS) or "png" (the image with the map overlaid); all_heads: one map per head (json, fits);
+ * rollout: the attention rollout over all blocks instead of the last block's CLS attention. The
+ * answer's bytes in *body (*len bytes, malloc'd, NUL-terminated; the caller frees). */
+int stopcal_explain_file(stopcal_client *c, const char *path, const char *format, int all_heads, int rollout,
+                         char **body, size_t *len, char *err, size_t errlen);
+
 /* A short English name of a status. */
 const char *stopcal_strerror(int status);
 

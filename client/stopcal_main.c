@@ -11,12 +11,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: stopcal [options] predict FILE...\n"
             "       stopcal [options] should-stop FILE   (exit 0 = stop, 1 = continue, >= 2 = error)\n"
+            "       stopcal [options] explain FILE [-o OUT.fits|OUT.png|OUT.json] [--rollout] [--heads all]\n"
+            "                        where the model looked: the attention map (FITS on the image's pixel\n"
+            "                        grid with its WCS, PNG overlay, or JSON on stdout without -o)\n"
             "       stopcal [options] health\n"
             "       stopcal [options] models\n"
             "Client of stopcald, the LOFAR self-calibration stop/continue classifier.\n\n"
@@ -158,10 +162,55 @@ static int cmd_health(stopcal_client *c)
     return any ? 0 : 1;
 }
 
+/* stopcal explain IMAGE [-o OUT.fits|OUT.png|OUT.json]: the format follows OUT's extension;
+ * without -o the JSON goes to stdout. */
+static int cmd_explain(stopcal_client *c, const char *image, const char *out, int all_heads, int rollout)
+{
+    const char *format = "json";
+    const char *dot = out ? strrchr(out, '.') : NULL;
+    if (out) {
+        if (dot && (!strcasecmp(dot, ".fits") || !strcasecmp(dot, ".fit") || !strcasecmp(dot, ".fts")))
+            format = "fits";
+        else if (dot && !strcasecmp(dot, ".png"))
+            format = "png";
+        else if (!dot || strcasecmp(dot, ".json")) {
+            fprintf(stderr, "stopcal: explain -o %s: name a .fits, .png or .json file\n", out);
+            return 1;
+        }
+    }
+    char err[1024] = "", *body;
+    size_t len;
+    int rc = stopcal_explain_file(c, image, format, all_heads, rollout, &body, &len, err, sizeof err);
+    if (rc != STOPCAL_OK) {
+        fprintf(stderr, "stopcal: %s: %s\n", stopcal_strerror(rc), err);
+        return 1;
+    }
+    FILE *f = out ? fopen(out, "wb") : stdout;
+    if (!f) {
+        fprintf(stderr, "stopcal: cannot write %s\n", out);
+        free(body);
+        return 1;
+    }
+    size_t put = fwrite(body, 1, len, f);
+    int bad = put != len || (out ? fclose(f) : fflush(f)) != 0;
+    int newline = len && body[len - 1] == '\n';
+    free(body);
+    if (bad) {
+        fprintf(stderr, "stopcal: write failed: %s\n", out ? out : "stdout");
+        return 1;
+    }
+    if (out)
+        fprintf(stderr, "stopcal: %s: %s map written to %s (%zu bytes)\n", image,
+                rollout ? "rollout" : "attention", out, len);
+    else if (!newline)
+        putchar('\n');
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     enum { O_URL = 256, O_MODEL, O_THRESHOLD, O_TIMEOUT, O_CTIMEOUT, O_RETRIES, O_KEYFILE, O_LOCAL, O_JSON, O_CSV,
-           O_HELP, O_VERSION };
+           O_HELP, O_VERSION, O_ROLLOUT, O_HEADS };
     static const struct option longopts[] = {
         {"url", required_argument, 0, O_URL},
         {"model", required_argument, 0, O_MODEL},
@@ -175,6 +224,9 @@ int main(int argc, char **argv)
         {"csv", no_argument, 0, O_CSV},
         {"help", no_argument, 0, O_HELP},
         {"version", no_argument, 0, O_VERSION},
+        {"output", required_argument, 0, 'o'},
+        {"rollout", no_argument, 0, O_ROLLOUT},
+        {"heads", required_argument, 0, O_HEADS},
         {0, 0, 0, 0},
     };
     /* should-stop reports errors as 2; find the command first so option errors use its convention */
@@ -185,9 +237,10 @@ int main(int argc, char **argv)
     struct stopcal_options o;
     stopcal_options_default(&o);
     const char *urls[64];
-    int n_urls = 0, json_out = 0, csv_out = 0, opt;
+    int n_urls = 0, json_out = 0, csv_out = 0, opt, rollout = 0, all_heads = 0;
+    const char *out = NULL;
     double v;
-    while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "o:", longopts, NULL)) != -1) {
         switch (opt) {
         case O_URL:
             if (n_urls == 64) {
@@ -226,6 +279,15 @@ int main(int argc, char **argv)
         case O_KEYFILE: o.api_key_file = optarg; break;
         case O_LOCAL: o.local_preprocess = 1; break;
         case O_JSON: json_out = 1; break;
+        case 'o': out = optarg; break;
+        case O_ROLLOUT: rollout = 1; break;
+        case O_HEADS:
+            if (strcmp(optarg, "mean") && strcmp(optarg, "all")) {
+                fprintf(stderr, "stopcal: --heads must be mean or all, not '%s'\n", optarg);
+                return fail_rc;
+            }
+            all_heads = !strcmp(optarg, "all");
+            break;
         case O_CSV: csv_out = 1; break;
         case O_HELP: usage(stdout); return 0;
         case O_VERSION: printf("stopcal %s\n", STOPCAL_VERSION); return 0;
@@ -242,9 +304,18 @@ int main(int argc, char **argv)
     o.urls = urls;
     o.n_urls = n_urls;
     int is_predict = !strcmp(cmd, "predict"), is_stop = !strcmp(cmd, "should-stop");
-    if (!is_predict && !is_stop && strcmp(cmd, "health") && strcmp(cmd, "models")) {
-        fprintf(stderr, "stopcal: unknown command '%s' (predict, should-stop, health, models)\n", cmd);
+    int is_explain = !strcmp(cmd, "explain");
+    if (!is_predict && !is_stop && !is_explain && strcmp(cmd, "health") && strcmp(cmd, "models")) {
+        fprintf(stderr, "stopcal: unknown command '%s' (predict, should-stop, explain, health, models)\n", cmd);
         return 1;
+    }
+    if (is_explain && argc - optind != 1) {
+        fprintf(stderr, "stopcal: explain takes exactly one FITS file (and -o OUT.fits|OUT.png|OUT.json)\n");
+        return 1;
+    }
+    if ((out || rollout || all_heads) && !is_explain) {
+        fprintf(stderr, "stopcal: -o, --rollout and --heads go with explain\n");
+        return fail_rc;
     }
     if (is_stop && argc - optind != 1) {
         fprintf(stderr, "stopcal: should-stop takes exactly one FITS file\n");
@@ -254,7 +325,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "stopcal: predict needs at least one FITS file\n");
         return 1;
     }
-    if (!is_predict && !is_stop && argc - optind != 0) {
+    if (!is_predict && !is_stop && !is_explain && argc - optind != 0) {
         fprintf(stderr, "stopcal: %s takes no arguments\n", cmd);
         return 1;
     }
@@ -270,7 +341,9 @@ int main(int argc, char **argv)
         return fail_rc;
     }
     int status;
-    if (!strcmp(cmd, "health"))
+    if (is_explain)
+        status = cmd_explain(c, argv[optind], out, all_heads, rollout);
+    else if (!strcmp(cmd, "health"))
         status = cmd_health(c);
     else if (!strcmp(cmd, "models"))
         status = cmd_models(c, json_out);

@@ -255,6 +255,29 @@ static int pick_model(struct batcher *e)
     return best;
 }
 
+/* One image through an explain pass (vit_explain), on the inference thread like any batch. */
+static void run_explain(struct batcher *e, int model, struct batcher_item *it)
+{
+    struct batcher_slot *s = &e->slots[model];
+    const int S = s->info.config.input_size;
+    it->batch_size = 1;
+    it->status = BATCHER_EDEVICE;
+    it->logit = 0;
+    if (!atomic_load(&e->live))
+        return;
+    char err[512] = "";
+    double t0 = now_mono();
+    int rc = vit_explain(s->vit, it->pixels, S, &it->logit, it->explain->cls, it->explain->rollout, err, sizeof err);
+    double t1 = now_mono();
+    it->status = rc ? status_from_backend(e, rc, s->info.name, err) : BATCHER_OK;
+    it->t_started = t0;
+    it->t_finished = t1;
+    metrics_batch(e->metrics, model, 1);
+    metrics_stage(e->metrics, model, STAGE_QUEUE, t0 - it->t_enqueued);
+    metrics_stage(e->metrics, model, STAGE_INFERENCE, t1 - t0);
+    atomic_store(&s->device_bytes, s->be.ops->bytes_in_use(&s->be));
+}
+
 static void run_batch(struct batcher *e, int model, struct batcher_item **items, int n)
 {
     struct batcher_slot *s = &e->slots[model];
@@ -266,13 +289,17 @@ static void run_batch(struct batcher *e, int model, struct batcher_item **items,
     }
     /* Deadlines are checked before inference: an expired image does not take a batch slot. */
     double now = now_mono();
-    struct batcher_item *run[n > 0 ? n : 1];
-    int k = 0;
+    struct batcher_item *run[n > 0 ? n : 1], *explained[n > 0 ? n : 1];
+    int k = 0, x = 0;
     for (int i = 0; i < n; i++) {
         items[i]->t_started = now;
         if (items[i]->deadline > 0 && now > items[i]->deadline) {
             items[i]->status = BATCHER_EDEADLINE;
             items[i]->t_finished = now;
+            continue;
+        }
+        if (items[i]->explain) { /* opt-in: its own pass, never inside an ordinary batch */
+            explained[x++] = items[i];
             continue;
         }
         memcpy(e->batch_pixels + (size_t)k * plane, items[i]->pixels, plane * sizeof(float));
@@ -301,6 +328,8 @@ static void run_batch(struct batcher *e, int model, struct batcher_item **items,
             run[i]->logit = status == BATCHER_OK ? e->logits[i] : 0;
         }
     }
+    for (int i = 0; i < x; i++)
+        run_explain(e, model, explained[i]);
     for (int i = 0; i < n; i++)
         items[i]->done(items[i]);
 }

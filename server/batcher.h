@@ -26,8 +26,15 @@ enum batcher_status {
 
 /* One image on its way through the batcher. The submitter owns the item and its pixels; the batcher
  * touches neither after calling done(). */
+/* An explain pass for one image (vit_explain): rows the submitter provides and the batcher fills. */
+struct batcher_explain {
+    float *cls;     /* (heads, T): the last block's CLS attention, token order */
+    float *rollout; /* (T) the rollout's CLS row, or NULL for none */
+};
+
 struct batcher_item {
     const float *pixels; /* (3, S, S) fp32, S = the model's input size */
+    struct batcher_explain *explain; /* NULL: an ordinary image; else run alone through an explain pass */
     double deadline;     /* CLOCK_MONOTONIC seconds; 0 = none */
     void (*done)(struct batcher_item *it); /* called once, on the inference thread */
     void *owner;

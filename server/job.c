@@ -27,6 +27,7 @@ void job_free(struct request *rq)
     if (!j)
         return;
     json_decref(j->v2_id);
+    free(j->explain_rows);
     free(j->images);
     free(j->tensors);
     free(j);

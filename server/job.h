@@ -20,6 +20,7 @@ struct job_image {
     long nonfinite;
     int prep_status; /* HTTP status of a preprocessing failure; 0 = fine */
     char prep_err[320];
+    struct batcher_explain explain; /* /v1/explain: what the batcher fills for this image */
 };
 
 struct job {
@@ -37,6 +38,7 @@ struct job {
     int want_score, want_logit;
     int binary_score, binary_logit;
     double t_body, t_prep_done;
+    float *explain_rows; /* /v1/explain: every image's batcher_explain rows, owned */
 };
 
 /* How a request fails: the HTTP status and the message of its {"error"} body. */

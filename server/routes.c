@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-extern const struct api_handler api_v1_predict, api_v2_infer;
+extern const struct api_handler api_v1_predict, api_v1_explain, api_page, api_v2_infer;
 extern const struct api_handler api_list_models, api_openapi, api_server_metadata, api_model_metadata,
     api_model_ready, api_health_live, api_health_ready, api_metrics;
 
@@ -13,6 +13,8 @@ extern const struct api_handler api_list_models, api_openapi, api_server_metadat
  * metadata of "a/ready". */
 static const struct route table[] = {
     {"POST", "/v1/predict", 0, 1, &api_v1_predict},
+    {"POST", "/v1/explain", 0, 1, &api_v1_explain},
+    {"GET", "/", 1, 0, &api_page}, /* no data in it: served without the key, which it asks for */
     {"GET", "/v1/models", 0, 0, &api_list_models},
     {"GET", "/v1/openapi.json", 0, 0, &api_openapi},
     {"GET", "/v2/health/live", 1, 0, &api_health_live},

@@ -42,6 +42,12 @@ struct server {
 
 enum request_state { RQ_NEW, RQ_BODY, RQ_WORKING, RQ_ANSWERED };
 
+/* POST /v1/explain's query: ?format=json|fits|png&heads=mean|all&rollout=0|1 (api_explain.c). */
+struct explain_options {
+    char format[8];
+    int all_heads, rollout;
+};
+
 struct request {
     struct server *srv;
     struct MHD_Connection *conn;
@@ -59,6 +65,7 @@ struct request {
     char content_type[256];
     double threshold;   /* < 0: the model's */
     char name[256];     /* /v1/predict ?name= */
+    struct explain_options explain; /* /v1/explain only */
     long long inference_header_len; /* Inference-Header-Content-Length, −1 when absent */
 
     /* the body */

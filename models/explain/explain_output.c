@@ -73,7 +73,8 @@ int explain_make_png(const struct explain_result *r, int rollout, const struct i
     if (rollout)
         snprintf(label, sizeof label, "ATTENTION ROLLOUT OVER ALL BLOCKS, CLS ROW");
     else
-        snprintf(label, sizeof label, "CLS ATTENTION, LAST BLOCK, MEAN OF %d HEADS", r->heads);
+        snprintf(label, sizeof label, "CLS ATTENTION, LAST BLOCK, MEAN OF %d HEAD%s", r->heads,
+                 r->heads == 1 ? "" : "S");
     struct explain_png_meta pm = {meta->model, meta->continue_score, meta->threshold, meta->decision, label};
     int rc = explain_png_render(img, map, &pm, out, out_len, err, errlen);
     free(map);

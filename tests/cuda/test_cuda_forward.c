@@ -72,6 +72,37 @@ static void test_forward_matches_cpu_engine(const struct model *m, struct vit *g
     free(pixels), free(lg), free(lc);
 }
 
+/* The explain pass through the CUDA backend (bf16 activations, no graph) against the CPU engine's:
+ * the CLS attention rows and the rollout agree to bf16's accuracy (probabilities of order 1/T move
+ * by ~u relative), the logit as the ordinary pass's; and the ordinary pass after it is unchanged. */
+static void test_explain_matches_cpu_engine(const struct model *m, struct vit *gpu, struct vit *cpu)
+{
+    const int S = m->config.input_size, T = vit_tokens(cpu, S), H = m->config.num_heads;
+    float *pixels = random_pixels(1, S), lg, lc, before, after;
+    float *cg = malloc(sizeof(float) * H * T), *cc = malloc(sizeof(float) * H * T);
+    float *rg = malloc(sizeof(float) * T), *rc_ = malloc(sizeof(float) * T);
+    char err[256];
+    CHECK(vit_forward(gpu, pixels, 1, S, &before, err, sizeof err) == 0, "%s", err);
+    CHECK(vit_explain(gpu, pixels, S, &lg, cg, rg, err, sizeof err) == 0, "cuda explain: %s", err);
+    CHECK(vit_explain(cpu, pixels, S, &lc, cc, rc_, err, sizeof err) == 0, "cpu explain: %s", err);
+    CHECK(vit_forward(gpu, pixels, 1, S, &after, err, sizeof err) == 0, "%s", err);
+    CHECK(before == after, "the ordinary pass after an explain pass: %.9g vs %.9g", after, before);
+    double worst = 0, worst_roll = 0, sum = 0;
+    for (int i = 0; i < H * T; i++)
+        worst = fmax(worst, fabs((double)cg[i] - cc[i]));
+    for (int i = 0; i < T; i++) {
+        worst_roll = fmax(worst_roll, fabs((double)rg[i] - rc_[i]));
+        sum += rg[i];
+    }
+    printf("  %s explain: max |Δ CLS attention| %.3g, max |Δ rollout| %.3g, logits %.6f / %.6f\n",
+           m->config.name, worst, worst_roll, lg, lc);
+    CHECK(fabs(sigmoid(lg) - sigmoid(lc)) <= SCORE_TOL, "explain logits %.6f vs %.6f", lg, lc);
+    CHECK(worst <= 0.02, "CLS attention differs by %.3g", worst);
+    CHECK(worst_roll <= 0.02, "rollout differs by %.3g", worst_roll);
+    CHECK(fabs(sum - 1) < 1e-4, "the rollout row sums to %.6f", sum);
+    free(pixels), free(cg), free(cc), free(rg), free(rc_);
+}
+
 /* The first pass at a batch size is recorded, later ones replay the graph: same answers, bit for
  * bit, and no allocation once every size has been seen. */
 static void test_graph_replay_repeats_the_pass(const struct model *m, struct vit *v, struct backend *be)
@@ -148,6 +179,7 @@ static void run_model(const char *path)
         test_forward_matches_cpu_engine(&m, gpu, cpu, 3);
         test_forward_matches_cpu_engine(&m, gpu, cpu, 1);
         test_graph_replay_repeats_the_pass(&m, gpu, &cuda_be);
+        test_explain_matches_cpu_engine(&m, gpu, cpu);
 #ifdef STOPCAL_CUDA_EMULATION
         test_failed_allocation_is_recoverable(&m, gpu, &cuda_be);
         test_sticky_error_is_reported_and_stays(&m, gpu);

@@ -1,6 +1,6 @@
 """The Grafana dashboard (deploy/grafana/stopcal-dashboard.json) against a live stopcald: every
-metric a panel or a variable queries exists in a real /metrics scrape (after predict requests, so
-that every family has samples), every query is valid PromQL (promtool parses each
+metric a panel or a variable queries exists in a real /metrics scrape (after predict and explain
+requests, so that every family has samples), every query is valid PromQL (promtool parses each
 as a recording rule, Grafana's variables substituted), and the panels are well formed.
 
   test_dashboard.py --stopcald BIN --model FILE"""
@@ -60,8 +60,9 @@ def main():
     srv = sl.Server(args.stopcald, [args.model])
     try:
         img = sl.write_fits("dash.fits", 5)
-        r = sl.curl(srv.url("/v1/predict"), "-H", "Content-Type: application/fits", "--data-binary", "@" + img)
-        sl.check(r.status == 200, "/v1/predict: %r" % r)
+        for path in ("/v1/predict", "/v1/explain"):
+            r = sl.curl(srv.url(path), "-H", "Content-Type: application/fits", "--data-binary", "@" + img)
+            sl.check(r.status == 200, "%s: %r" % (path, r))
         sl.curl(srv.url("/v1/predict"), "-H", "Content-Type: application/fits", "--data-binary", "junk")
         scrape = sl.curl(srv.url("/metrics")).body.decode()
     finally:

@@ -4,6 +4,8 @@
     score = stopcal.predict("image_009.fits")     # continue score in [0, 1], as the reference's predict_nn
     scores = stopcal.predict_many(["a.fits", "b.fits"])
     doc = stopcal.predict_full(["a.fits"])        # the whole /v1/predict answer (model, request_id, results)
+    r = stopcal.explain("a.fits")                 # the result with "explain": where the model looked
+    stopcal.explain("a.fits", format="fits", out="a.attention.fits")  # the map on the image's pixel grid + WCS
 
 The continue score keeps the reference pipeline's meaning (high = keep self-calibrating); stop when
 score < threshold (0.5 by default). `python3 -m stopcal` (or the `stopcal` command that
@@ -29,7 +31,8 @@ import time
 import urllib.parse
 import uuid
 
-__all__ = ["StopcalError", "predict", "predict_many", "predict_full", "exact_score", "health", "server_health",
+__all__ = ["StopcalError", "predict", "predict_many", "predict_full", "exact_score", "explain", "health",
+           "server_health",
            "models", "urls", "__version__"]
 __version__ = "0.1.0"  # the C tools' STOPCAL_VERSION (a test compares `stopcal --version` of both)
 
@@ -233,6 +236,42 @@ def exact_score(result):
     if isinstance(sent, (int, float)) and abs(score - sent) <= 1e-8:
         return score
     return sent
+
+
+def explain(path, format="json", heads="mean", rollout=False, out=None, model=None, threshold=None, _raw=False,
+            **kw):
+    """Where the model looked, for one FITS file (POST /v1/explain).
+
+    format="json": the result object with its "explain" member (cls_attention: the last block's
+    CLS attention per patch, [row][column] along the image's y and x axes; with rollout=True also
+    "rollout"). format="fits": the map on the image's own pixel grid, with its WCS; format="png":
+    the image with the map overlaid, the score and the decision. heads="all": one map per head
+    (json, fits). fits/png return the file's bytes, or write them to `out` and return its path."""
+    if format not in ("json", "fits", "png"):
+        raise StopcalError("format must be json, fits or png, not %r" % (format,), kind=INVALID)
+    path = os.fspath(path)
+    if model is None:
+        model = os.environ.get("STOPCAL_MODEL")
+    query = {"format": format, "heads": heads, "rollout": "1" if rollout else "0"}
+    if model:
+        query["model"] = model
+    if threshold is not None:
+        query["threshold"] = repr(float(threshold))
+    body, ctype = _multipart([path])
+    _, data = _exchange("/v1/explain?" + urllib.parse.urlencode(query, quote_via=urllib.parse.quote), body, ctype,
+                        **kw)
+    if _raw:  # the command-line client writes the answer as it came
+        return data
+    if format == "json":
+        doc = _json(data)
+        if not isinstance(doc, dict) or not isinstance(doc.get("results"), list) or not doc["results"]:
+            raise StopcalError("the server's answer is not an explain result", kind=BAD_ANSWER)
+        return doc["results"][0]
+    if out is None:
+        return data
+    with open(out, "wb") as f:
+        f.write(data)
+    return out
 
 
 def predict_many(paths, **kw):

@@ -3,6 +3,7 @@ options, output and exit codes as client/stopcal_main.c (a test runs both on the
 
     stopcal predict FILE...      a table (or --json, --csv); exit 0, or 1 with a message on stderr
     stopcal should-stop FILE     exit 0 = stop, 1 = continue, 2 = error
+    stopcal explain FILE -o OUT  where the model looked: OUT.fits, OUT.png, OUT.json (no -o: JSON)
     stopcal health               readiness of every server; exit 0 when at least one is ready
     stopcal models               the served models (or --json)
 
@@ -18,6 +19,9 @@ import stopcal
 
 USAGE = """usage: stopcal [options] predict FILE...
        stopcal [options] should-stop FILE   (exit 0 = stop, 1 = continue, >= 2 = error)
+       stopcal [options] explain FILE [-o OUT.fits|OUT.png|OUT.json] [--rollout] [--heads all]
+                        where the model looked: the attention map (FITS on the image's pixel
+                        grid with its WCS, PNG overlay, or JSON on stdout without -o)
        stopcal [options] health
        stopcal [options] models
 Client of stopcald, the LOFAR self-calibration stop/continue classifier.
@@ -36,7 +40,7 @@ Client of stopcald, the LOFAR self-calibration stop/continue classifier.
 """
 
 LONG = ["url=", "model=", "threshold=", "timeout=", "connect-timeout=", "retries=", "api-key-file=",
-        "local-preprocess", "json", "csv", "help", "version"]
+        "local-preprocess", "json", "csv", "help", "version", "output=", "rollout", "heads="]
 
 
 def _real(x):
@@ -139,6 +143,41 @@ def _cmd_health(kw):
     return 0 if any_ready else 1
 
 
+def _cmd_explain(kw, image, out, all_heads, rollout, model, threshold):
+    """As cmd_explain in client/stopcal_main.c: the format follows OUT's extension."""
+    fmt = "json"
+    if out is not None:
+        ext = os.path.splitext(out)[1].lower()
+        if ext in (".fits", ".fit", ".fts"):
+            fmt = "fits"
+        elif ext == ".png":
+            fmt = "png"
+        elif ext != ".json":
+            print("stopcal: explain -o %s: name a .fits, .png or .json file" % out, file=sys.stderr)
+            return 1
+    try:
+        # raw bytes whatever the format: the C command writes what the server sent
+        data = stopcal.explain(image, format=fmt, heads="all" if all_heads else "mean", rollout=rollout,
+                               model=model or "", threshold=threshold, _raw=True, **kw)
+    except stopcal.StopcalError as e:
+        print("stopcal: %s: %s" % (e.kind, e), file=sys.stderr)
+        return 1
+    try:
+        if out is None:
+            sys.stdout.buffer.write(data if data.endswith(b"\n") else data + b"\n")
+            sys.stdout.flush()
+        else:
+            with open(out, "wb") as f:
+                f.write(data)
+    except OSError:
+        print("stopcal: cannot write %s" % (out or "stdout"), file=sys.stderr)
+        return 1
+    if out is not None:
+        print("stopcal: %s: %s map written to %s (%d bytes)" % (image, "rollout" if rollout else "attention", out,
+                                                                 len(data)), file=sys.stderr)
+    return 0
+
+
 def _number(text):
     try:
         return float(text)
@@ -150,14 +189,15 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     fail_rc = 2 if "should-stop" in argv else 1  # should-stop reports errors as 2, option errors too
     try:
-        opts, args = getopt.gnu_getopt(argv, "", LONG)
+        opts, args = getopt.gnu_getopt(argv, "o:", LONG)
     except getopt.GetoptError as e:
         print("stopcal: %s" % e, file=sys.stderr)
         sys.stderr.write(USAGE)
         return fail_rc
     url_list, kw = [], {}
     model = threshold = None
-    json_out = csv_out = local = False
+    json_out = csv_out = local = rollout = all_heads = False
+    out = None
     for o, v in opts:
         if o == "--url":
             if len(url_list) == 64:
@@ -192,6 +232,15 @@ def main(argv=None):
             json_out = True
         elif o == "--csv":
             csv_out = True
+        elif o in ("-o", "--output"):
+            out = v
+        elif o == "--rollout":
+            rollout = True
+        elif o == "--heads":
+            if v not in ("mean", "all"):
+                print("stopcal: --heads must be mean or all, not '%s'" % v, file=sys.stderr)
+                return fail_rc
+            all_heads = v == "all"
         elif o == "--help":
             sys.stdout.write(USAGE)
             return 0
@@ -205,16 +254,23 @@ def main(argv=None):
     if not kw.get("api_key_file") and os.environ.get("STOPCAL_API_KEY_FILE"):
         kw["api_key_file"] = os.environ["STOPCAL_API_KEY_FILE"]
     is_predict, is_stop = cmd == "predict", cmd == "should-stop"
-    if cmd not in ("predict", "should-stop", "health", "models"):
-        print("stopcal: unknown command '%s' (predict, should-stop, health, models)" % cmd, file=sys.stderr)
+    is_explain = cmd == "explain"
+    if cmd not in ("predict", "should-stop", "explain", "health", "models"):
+        print("stopcal: unknown command '%s' (predict, should-stop, explain, health, models)" % cmd, file=sys.stderr)
         return 1
+    if is_explain and len(files) != 1:
+        print("stopcal: explain takes exactly one FITS file (and -o OUT.fits|OUT.png|OUT.json)", file=sys.stderr)
+        return 1
+    if (out is not None or rollout or all_heads) and not is_explain:
+        print("stopcal: -o, --rollout and --heads go with explain", file=sys.stderr)
+        return fail_rc
     if is_stop and len(files) != 1:
         print("stopcal: should-stop takes exactly one FITS file", file=sys.stderr)
         return 2
     if is_predict and not files:
         print("stopcal: predict needs at least one FITS file", file=sys.stderr)
         return 1
-    if not is_predict and not is_stop and files:
+    if not is_predict and not is_stop and not is_explain and files:
         print("stopcal: %s takes no arguments" % cmd, file=sys.stderr)
         return 1
     if json_out and csv_out:
@@ -230,6 +286,8 @@ def main(argv=None):
     except stopcal.StopcalError as e:
         print("stopcal: %s" % e, file=sys.stderr)
         return fail_rc
+    if is_explain:
+        return _cmd_explain(kw, files[0], out, all_heads, rollout, model, threshold)
     if cmd == "health":
         return _cmd_health(kw)
     if cmd == "models":
