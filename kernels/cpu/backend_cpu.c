@@ -39,7 +39,8 @@ struct cpu_header {
     int packed_n, packed_k; /* 0, 0: a plain row-major array */
     unsigned char pad[48];
 };
-_Static_assert(sizeof(struct cpu_header) == 64, "payloads must stay 64-byte aligned");
+_Static_assert(sizeof(struct cpu_header) % LINEAR_PACKED_ALIGN == 0,
+               "payloads must stay LINEAR_PACKED_ALIGN-byte aligned");
 
 static struct cpu_header *header_of(const void *buf) { return (struct cpu_header *)buf - 1; }
 
@@ -56,7 +57,8 @@ static void *cpu_alloc(struct backend *be, size_t n)
 {
     struct cpu_ctx *c = be->ctx;
     size_t bytes = n * sizeof(float);
-    struct cpu_header *h = aligned_alloc(64, (sizeof *h + bytes + 63) / 64 * 64);
+    struct cpu_header *h = aligned_alloc(LINEAR_PACKED_ALIGN, (sizeof *h + bytes + LINEAR_PACKED_ALIGN - 1) /
+                                         LINEAR_PACKED_ALIGN * LINEAR_PACKED_ALIGN);
     if (!h) {
         set_error(be, BACKEND_ENOMEM, "cpu: cannot allocate %zu bytes", bytes);
         return NULL;
@@ -151,8 +153,10 @@ static int cpu_linear(struct backend *be, void *out, const void *in, const void 
     if (w->packed_n != n || w->packed_k != k)
         return set_error(be, BACKEND_EINVAL, "linear: weight packed as (%d, %d), used as (%d, %d)",
                          w->packed_n, w->packed_k, n, k);
-    linear_packed_forward(((const struct cpu_ctx *)be->ctx)->gemm_isa, out, in, weight, bias, m, n, k,
-                          epilogue);
+    if (linear_packed_forward(((const struct cpu_ctx *)be->ctx)->gemm_isa, out, in, weight, bias, m,
+                              n, k, epilogue) != 0)
+        return set_error(be, BACKEND_EINVAL, "linear: the packed kernel refused weight (%d, %d) "
+                         "(not %d-byte aligned)", n, k, LINEAR_PACKED_ALIGN);
     return 0;
 }
 

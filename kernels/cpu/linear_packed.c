@@ -13,6 +13,8 @@
 #include "cpu_isa.h"
 #include "linear_packed_tiles.h"
 
+#include <stdint.h>
+
 #include <stdlib.h>
 
 size_t linear_packed_floats(int n, int k) { return (size_t)n * (size_t)k; }
@@ -62,12 +64,15 @@ static int super_block_rows(int m, int k, int row_block)
     return rows < m ? (int)rows : m;
 }
 
-void linear_packed_forward(enum cpu_isa isa_choice, float *out, const float *in, const float *packed,
-                           const float *bias, int m, int n, int k, enum linear_epilogue epilogue)
+int linear_packed_forward(enum cpu_isa isa_choice, float *out, const float *in, const float *packed,
+                          const float *bias, int m, int n, int k, enum linear_epilogue epilogue)
 {
     const struct tile_isa *isa = tile_for(isa_choice);
     if (!isa) /* a caller bug: linear_packed_has_tile() said no */
         abort();
+    /* The contract in linear_packed.h: the tiles' aligned loads would fault on such a weight. */
+    if ((uintptr_t)packed % LINEAR_PACKED_ALIGN != 0 || n % LINEAR_PANEL != 0)
+        return -1;
     const int row_block = isa->rows * TILES_PER_BLOCK;
     const int panels = n / LINEAR_PANEL, super = super_block_rows(m, k, row_block);
 #pragma omp parallel
@@ -92,14 +97,15 @@ void linear_packed_forward(enum cpu_isa isa_choice, float *out, const float *in,
             }
         }
     }
+    return 0;
 }
 
 #else /* no x86 intrinsics in this build: never chosen (linear_packed_has_tile() is 0) */
 
 int linear_packed_has_tile(enum cpu_isa isa) { (void)isa; return 0; }
 
-void linear_packed_forward(enum cpu_isa isa, float *out, const float *in, const float *packed,
-                           const float *bias, int m, int n, int k, enum linear_epilogue epilogue)
+int linear_packed_forward(enum cpu_isa isa, float *out, const float *in, const float *packed,
+                          const float *bias, int m, int n, int k, enum linear_epilogue epilogue)
 {
     (void)isa, (void)out, (void)in, (void)packed, (void)bias, (void)m, (void)n, (void)k, (void)epilogue;
     abort();

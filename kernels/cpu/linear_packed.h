@@ -13,6 +13,12 @@
 /* Output columns per packed panel; a weight with N not a multiple of it stays with BLAS. */
 #define LINEAR_PANEL 32
 
+/* Byte alignment the packed weight must have: the tiles read each panel row (32 floats = 128 bytes,
+ * or its 64-byte halves) with aligned vector loads, which fault on a misaligned address. malloc
+ * gives only 16; allocate packed weights with aligned_alloc(LINEAR_PACKED_ALIGN, ...) (the CPU
+ * backend's buffers are). linear_packed_forward refuses anything else rather than crash. */
+#define LINEAR_PACKED_ALIGN 64
+
 /* Whether the packed kernel has a tile for isa (AVX-512F or AVX2 + FMA) in this build. The caller
  * also checks cpu_isa_supported(isa). */
 int linear_packed_has_tile(enum cpu_isa isa);
@@ -21,13 +27,17 @@ int linear_packed_has_tile(enum cpu_isa isa);
 size_t linear_packed_floats(int n, int k);
 
 /* packed ← W (n, k) row-major, as panels of 32 output columns: packed[p][kk][j] = W[32p + j][kk].
- * n must be a multiple of LINEAR_PANEL. */
+ * n must be a multiple of LINEAR_PANEL. Plain stores: packed may have any alignment here, but
+ * linear_packed_forward needs it LINEAR_PACKED_ALIGN-aligned. */
 void linear_pack_weight(float *packed, const float *weight, int n, int k);
 
 /* out (m, n) = epilogue(in (m, k) · Wᵀ + bias) with W given packed; bias may be NULL; isa one
  * linear_packed_has_tile() accepts (the layout is the same for all, so any packed weight runs on
- * any of them). Threads with OpenMP (call it outside a parallel region). */
-void linear_packed_forward(enum cpu_isa isa, float *out, const float *in, const float *packed,
-                           const float *bias, int m, int n, int k, enum linear_epilogue epilogue);
+ * any of them). Threads with OpenMP (call it outside a parallel region).
+ * packed must be LINEAR_PACKED_ALIGN-byte aligned and n a multiple of LINEAR_PANEL; out, in and
+ * bias may have any alignment (unaligned loads and stores). Returns 0, or -1 with out untouched
+ * when packed is misaligned or n is not a multiple of the panel. */
+int linear_packed_forward(enum cpu_isa isa, float *out, const float *in, const float *packed,
+                          const float *bias, int m, int n, int k, enum linear_epilogue epilogue);
 
 #endif

@@ -26,6 +26,15 @@ static float *random_floats(size_t n, float lo, float hi)
     return p;
 }
 
+/* Packed weights live in LINEAR_PACKED_ALIGN-aligned memory, as the CPU backend allocates them. */
+static float *packed_alloc(size_t n)
+{
+    size_t bytes = (n * sizeof(float) + LINEAR_PACKED_ALIGN - 1) / LINEAR_PACKED_ALIGN * LINEAR_PACKED_ALIGN;
+    float *p = aligned_alloc(LINEAR_PACKED_ALIGN, bytes);
+    CHECK(p != NULL, "aligned_alloc of %zu bytes", bytes);
+    return p;
+}
+
 static void test_fast_expf_matches_libm(void)
 {
     double worst = 0;
@@ -195,7 +204,7 @@ static void check_linear(enum cpu_isa packed, int M, int N, int K, enum linear_e
 {
     float *in = random_floats((size_t)M * K, -1, 1), *w = random_floats((size_t)N * K, -1, 1);
     float *b = with_bias ? random_floats(N, -1, 1) : NULL, *out = malloc(sizeof(float) * M * N);
-    float *wp = malloc(sizeof(float) * linear_packed_floats(N, K));
+    float *wp = packed_alloc(linear_packed_floats(N, K));
     double *want = malloc(sizeof(double) * M * N);
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
@@ -210,7 +219,7 @@ static void check_linear(enum cpu_isa packed, int M, int N, int K, enum linear_e
         }
     if (packed) {
         linear_pack_weight(wp, w, N, K);
-        linear_packed_forward(packed, out, in, wp, b, M, N, K, epilogue);
+        CHECK(linear_packed_forward(packed, out, in, wp, b, M, N, K, epilogue) == 0, "packed linear runs");
     } else {
         linear_forward_cpu(out, in, w, b, M, N, K, epilogue);
     }
@@ -224,6 +233,30 @@ static void check_linear(enum cpu_isa packed, int M, int N, int K, enum linear_e
     free(in), free(w), free(b), free(out), free(wp), free(want);
 }
 
+/* The packed kernel's contract (linear_packed.h): a weight that is not LINEAR_PACKED_ALIGN-aligned,
+ * such as one in a plain malloc buffer, is refused with the output left alone, never a fault. */
+static void check_packed_alignment_refused(enum cpu_isa isa)
+{
+    const int M = 9, N = 64, K = 17;
+    float *in = random_floats((size_t)M * K, -1, 1), *w = random_floats((size_t)N * K, -1, 1);
+    float *base = packed_alloc(linear_packed_floats(N, K) + 16), *out = malloc(sizeof(float) * M * N);
+    for (int offset = 1; offset < 16; offset++) { /* 4 .. 60 bytes past a 64-byte boundary */
+        float *wp = base + offset;
+        linear_pack_weight(wp, w, N, K);
+        for (int i = 0; i < M * N; i++)
+            out[i] = -7.0f;
+        CHECK(linear_packed_forward(isa, out, in, wp, NULL, M, N, K, EPILOGUE_NONE) == -1,
+              "a packed weight %d bytes off alignment is refused", offset * 4);
+        int untouched = 1;
+        for (int i = 0; i < M * N; i++)
+            untouched &= out[i] == -7.0f;
+        CHECK(untouched, "a refused call leaves the output alone");
+    }
+    CHECK(linear_packed_forward(isa, out, in, base, NULL, M, N - 1, K, EPILOGUE_NONE) == -1,
+          "n not a multiple of the panel is refused");
+    free(in), free(w), free(base), free(out);
+}
+
 static void check_packed_linear(enum cpu_isa isa)
 {
     printf("linear: checking the packed %s kernel\n", cpu_isa_name(isa));
@@ -233,12 +266,13 @@ static void check_packed_linear(enum cpu_isa isa)
         for (int e = EPILOGUE_NONE; e <= EPILOGUE_RELU; e++)
             check_linear(isa, shapes[s][0], shapes[s][1], shapes[s][2], (enum linear_epilogue)e, 1);
     check_linear(isa, 13, 64, 40, EPILOGUE_NONE, 0);
+    check_packed_alignment_refused(isa);
 
     /* The in-register GELU over its whole range: out = gelu(x + bias) with K = 1 and unit weights,
      * x from -9 to 9, so the erf tails, the sign and zero are all met. */
     const int M = 721, N = 32;
     float *in = malloc(sizeof(float) * M), *w = malloc(sizeof(float) * N), *b = malloc(sizeof(float) * N);
-    float *wp = malloc(sizeof(float) * N), *out = malloc(sizeof(float) * M * N);
+    float *wp = packed_alloc((size_t)N), *out = malloc(sizeof(float) * M * N);
     double *want = malloc(sizeof(double) * M * N);
     for (int i = 0; i < M; i++)
         in[i] = -9.0f + 18.0f * i / (M - 1);
@@ -250,7 +284,7 @@ static void check_packed_linear(enum cpu_isa isa)
             want[i * N + j] = 0.5 * x * (1 + erf(x / sqrt(2.0)));
         }
     linear_pack_weight(wp, w, N, 1);
-    linear_packed_forward(isa, out, in, wp, b, M, N, 1, EPILOGUE_GELU);
+    CHECK(linear_packed_forward(isa, out, in, wp, b, M, N, 1, EPILOGUE_GELU) == 0, "packed GELU runs");
     CHECK(check_close("packed GELU epilogue on [-9, 9]", out, want, (size_t)M * N, 5e-7, 5e-7),
           "packed GELU epilogue");
     free(in), free(w), free(b), free(wp), free(out), free(want);
