@@ -374,7 +374,12 @@ static void test_gzip_bomb_refused_at_ceiling(void)
     expect_decode_error(bomb, bomb_len, &lim, IMAGE_ETOOBIG, "inflates past the ceiling of 8388608 bytes");
     long grown_mib = (peak_rss_kib() - before) / 1024;
     printf("    gzip bomb: %zu bytes → refused at 8 MiB; peak RSS grew by %ld MiB\n", bomb_len, grown_mib);
-    if (!UNDER_ASAN)
+    /* ASan's allocator keeps freed memory in quarantine and adds redzones, so RSS says nothing about
+     * the decoder there; the Release pass of tests/run_all.sh checks the bound. */
+    if (UNDER_ASAN)
+        printf("    gzip bomb memory bound: not checked under ASan (RSS is the allocator's); the "
+               "Release pass checks it\n");
+    else
         CHECK(grown_mib < 24, "peak RSS grew by %ld MiB for an 8 MiB ceiling", grown_mib);
     free(bomb);
 }
