@@ -308,8 +308,10 @@ int main(int argc, char **argv)
         }
     }
     if (o.json) {
-        json_t *doc = json_pack("{s:o, s:s, s:o}", "model", result_model_identity(&m),
-                                "stopcal_version", STOPCAL_VERSION, "results", results);
+        /* "backend" says which engine ran (cpu or cuda), so a test pinned to one can verify it. */
+        json_t *doc = json_pack("{s:o, s:s, s:s, s:o}", "model", result_model_identity(&m),
+                                "stopcal_version", STOPCAL_VERSION, "backend", be.ops->name,
+                                "results", results);
         if (!doc || json_dumpf(doc, stdout, JSON_COMPACT | JSON_REAL_PRECISION(9)) != 0)
             die("cannot write JSON output");
         fputc('\n', stdout);

@@ -170,6 +170,21 @@ def test_json_results_follow_the_contract(ctx):
     ctx.note(f"contract: {json.dumps(doc['results'][0])}")
 
 
+def test_parity_runs_pinned_to_the_cpu_backend(ctx):
+    """The fp32 tolerances of these cases are for the CPU engine: the harness passes --device cpu
+    (on a GPU node `auto` would pick the bf16 CUDA path) and checks the backend that ran."""
+    m = h.genmodel(ctx, "pin.safetensors", *TINY, "--depth", 1, "--input-size", 56, "--seed", 18)
+    p = h.write_pixels(ctx, "pin.f32", h.make_image(180, 56))
+    r, doc = h.run_infer(ctx, m, [p])
+    check(r.args[r.args.index("--device") + 1] == "cpu", f"command: {r.args}")
+    check(doc.get("backend") == "cpu", f"stopcal-infer reports backend {doc.get('backend')!r}")
+    # And a device that is not there is an error, not a silent CPU run the tests would mistake.
+    r, _ = h.run_infer(ctx, m, [p], "--device", "cuda:7", expect_ok=False, json_out=False)
+    lines = r.stderr.strip().splitlines()
+    check(r.returncode != 0 and lines and lines[0].startswith("stopcal-infer: ")
+          and "cuda" in r.stderr, f"--device cuda:7 without that device: {r.returncode} {r.stderr!r}")
+
+
 def test_threshold_sets_the_decision(ctx):
     m = h.genmodel(ctx, "thr.safetensors", *TINY, "--depth", 1, "--input-size", 56, "--seed", 17)
     p = h.write_pixels(ctx, "t.f32", h.make_image(170, 56))

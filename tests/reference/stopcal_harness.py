@@ -105,8 +105,15 @@ def sha256_of(path):
 
 def run_infer(ctx, model, pixels, *extra, json_out=True, expect_ok=True):
     """Run stopcal-infer; returns (CompletedProcess, parsed JSON or None). Always checks that
-    no sanitizer spoke, and when expect_ok that it exited 0 with nothing on stderr."""
-    cmd = [ctx.infer, "--model", model, *map(str, extra)]
+    no sanitizer spoke, and when expect_ok that it exited 0 with nothing on stderr.
+
+    The engine is pinned to the CPU (`--device cpu`) unless `extra` names a device: on a GPU node
+    `auto` would run the bf16 CUDA path, which the fp32 tolerances here are not for. With JSON
+    output the backend that actually ran is checked too."""
+    extra = [str(e) for e in extra]
+    if "--device" not in extra:
+        extra = ["--device", "cpu", *extra]
+    cmd = [ctx.infer, "--model", model, *extra]
     if json_out:
         cmd.append("--json")
     cmd += ["--pixels", *pixels]
@@ -122,6 +129,10 @@ def run_infer(ctx, model, pixels, *extra, json_out=True, expect_ok=True):
             doc = json.loads(r.stdout)
         except ValueError as e:
             raise TestFailure(f"stdout is not one JSON object ({e}):\n{r.stdout[:2000]}")
+        want = extra[extra.index("--device") + 1].split(":")[0]
+        if want != "auto":
+            check(doc.get("backend") == want,
+                  f"{' '.join(cmd)} ran on backend {doc.get('backend')!r}, not {want!r}")
     return r, doc
 
 
