@@ -331,14 +331,47 @@ static int align_tensors(struct model *m, char *err, size_t errlen)
     return 0;
 }
 
+/* The data section against the digest the writer recorded (format_version 2): one flipped bit in
+ * a weight on shared storage would otherwise load and serve wrong answers. Run after every
+ * structural check, so a malformed file is refused for what is wrong with it. */
+static int verify_data_digest(struct model *m, char *err, size_t errlen)
+{
+    const char *want = m->config.tensor_data_sha256;
+    if (!want[0])
+        return 0;
+    const unsigned char *bytes = m->map;
+    uint64_t header_len = 0;
+    for (int i = 7; i >= 0; i--)
+        header_len = header_len << 8 | bytes[i];
+    char got[65];
+    sha256_hex(bytes + 8 + header_len, m->map_len - 8 - (size_t)header_len, got);
+    if (strcmp(got, want) != 0)
+        return fail(err, errlen, "corrupted: the tensor data hashes to SHA-256 %.16s... but the file "
+                    "recorded %.16s... when it was written (a damaged or altered copy); refusing it",
+                    got, want);
+    m->data_verified = 1;
+    return 0;
+}
+
 static int finish_open(struct model *m, char *err, size_t errlen)
 {
-    if (parse_container(m, err, errlen) || align_tensors(m, err, errlen)) {
+    if (parse_container(m, err, errlen) || verify_data_digest(m, err, errlen) ||
+        align_tensors(m, err, errlen)) {
         model_close(m);
         return -1;
     }
     sha256_hex(m->map, m->map_len, m->sha256);
     return 0;
+}
+
+const char *model_digest_note(const struct model *m)
+{
+    if (m->data_verified)
+        return NULL;
+    return m->config.format_version < 2
+               ? "no tensor data digest (a format_version 1 file): a corrupted weight cannot be detected; "
+                 "rewrite it with stopcal-convert or stopcal-genmodel to record one"
+               : "no tensor data digest recorded in this file: a corrupted weight cannot be detected";
 }
 
 int model_open(struct model *m, const char *path, char *err, size_t errlen)

@@ -44,6 +44,9 @@ struct model_config {
     /* format_version 2: other names requests may use for this model (e.g. "surf/dino_big_...") */
     char aliases[MODEL_MAX_ALIASES][128];
     int n_aliases;
+    /* format_version 2, optional: SHA-256 (lowercase hex) of the data section recorded at write
+     * time; "" when the file has none. */
+    char tensor_data_sha256[65];
 };
 
 /* A model name or alias as requests spell it: 1-127 bytes of letters, digits, '-', '_', '.', and '/'
@@ -65,6 +68,10 @@ struct model {
     struct model_config config;
     char *config_json;  /* the stopcal.config string as stored, owned */
     char sha256[65];    /* hex digest of the whole file */
+    /* 1: the data section matched the digest the file records (config.tensor_data_sha256);
+     * 0: the file records none (format_version 1, or 2 without it), so a corrupted weight byte
+     * would go unnoticed; model_digest_note() says so in words. A mismatch never loads. */
+    int data_verified;
     char path[512];
     void *map;
     size_t map_len;
@@ -80,6 +87,10 @@ int model_open(struct model *m, const char *path, char *err, size_t errlen);
 int model_open_buffer(struct model *m, const void *bytes, size_t len, char *err, size_t errlen);
 
 void model_close(struct model *m);
+
+/* NULL when the tensor data was verified against the file's digest, else one sentence for a log
+ * or a model listing saying that it could not be. */
+const char *model_digest_note(const struct model *m);
 
 /* The tensor with this name, or NULL. */
 const struct model_tensor *model_find(const struct model *m, const char *name);

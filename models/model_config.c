@@ -257,10 +257,31 @@ static int parse_aliases(struct model_config *c, json_t *list, char *err, size_t
     return 0;
 }
 
+/* format_version 2's optional tensor_data_sha256: 64 lowercase hex digits (model.c checks it
+ * against the data section). A version 1 file cannot carry it: its readers would refuse the key. */
+static int parse_data_digest(struct model_config *c, json_t *root, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(root, "tensor_data_sha256");
+    if (!v)
+        return 0;
+    if (c->format_version < 2)
+        return fail(err, errlen, "stopcal.config: tensor_data_sha256 needs format_version 2 (the file "
+                    "says %d)", c->format_version);
+    const char *hex = json_is_string(v) ? json_string_value(v) : NULL;
+    int ok = hex && strlen(hex) == 64;
+    for (int i = 0; ok && i < 64; i++)
+        ok = (hex[i] >= '0' && hex[i] <= '9') || (hex[i] >= 'a' && hex[i] <= 'f');
+    if (!ok)
+        return fail(err, errlen, "stopcal.config: tensor_data_sha256 must be 64 lowercase hex digits");
+    memcpy(c->tensor_data_sha256, hex, 65);
+    return 0;
+}
+
 int model_config_parse(struct model_config *c, const char *json, char *err, size_t errlen)
 {
     static const char *const keys[] = {"format_version", "name", "version", "architecture", "input",
-                                       "preprocessing", "output", "lora", "provenance", "aliases", NULL};
+                                       "preprocessing", "output", "lora", "provenance", "aliases",
+                                       "tensor_data_sha256", NULL};
     json_error_t jerr;
     memset(c, 0, sizeof *c);
     json_t *root = json_loads(json, JSON_REJECT_DUPLICATES, &jerr);
@@ -286,6 +307,8 @@ int model_config_parse(struct model_config *c, const char *json, char *err, size
         goto done;
     }
     if (aliases && parse_aliases(c, aliases, err, errlen))
+        goto done;
+    if (parse_data_digest(c, root, err, errlen))
         goto done;
     if (get_string(root, "", "name", c->name, sizeof c->name, err, errlen) ||
         get_string(root, "", "version", c->version, sizeof c->version, err, errlen))

@@ -1,4 +1,4 @@
-"""Read and write stopcal model files (models/FORMAT.md, format version 1) with numpy only.
+"""Read and write stopcal model files (models/FORMAT.md, format versions 1 and 2) with numpy only.
 
 A model file is a safetensors container whose ``__metadata__["stopcal.config"]`` holds the JSON
 configuration. This module is the Python half of the contract whose C half is models/model.c: the
@@ -15,6 +15,7 @@ Typical use::
     cfg, weights = read_model("m.safetensors")                  # weights: name -> fp32 ndarray
 """
 
+import hashlib
 import json
 import math
 import mmap
@@ -26,6 +27,8 @@ import numpy as np
 FORMAT_VERSION = 2  # what this module writes; it reads 1 and 2 (FORMAT.md)
 FORMAT_VERSION_MIN = 1
 MAX_ALIASES = 16
+DIGEST_KEY = "tensor_data_sha256"  # format_version 2: SHA-256 of the data section, optional
+_DIGEST_PLACEHOLDER = "?" * 64     # written first, replaced once the data has been hashed
 HEAD_DIM = 64  # DINOv2's attention head dimension, for every variant
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
@@ -44,7 +47,7 @@ LORA_HANDLINGS = ("none", "merge", "drop")
 # "architecture"; we are equally strict in the other fixed-schema objects so that a writer never
 # produces a file that a stricter reader might refuse. "provenance" is free-form.
 _TOP_KEYS = ("format_version", "name", "version", "architecture", "input", "preprocessing",
-             "output", "lora", "provenance", "aliases")
+             "output", "lora", "provenance", "aliases", DIGEST_KEY)
 _ARCH_KEYS = ("family", "embed_dim", "depth", "num_heads", "ffn", "ffn_hidden_dim",
               "num_registers", "patch_size", "pos_embed_grid", "pos_embed_interpolation",
               "layernorm_eps", "head_hidden_dim")
@@ -273,6 +276,13 @@ def validate_config(cfg):
                 raise ModelFormatError(f"stopcal.config: aliases[{i}] {why}")
         if len(set(aliases)) != len(aliases):
             raise ModelFormatError(f"stopcal.config: aliases lists a name twice: {aliases!r}")
+    if DIGEST_KEY in cfg:
+        if fv < 2:
+            raise ModelFormatError(f"stopcal.config: {DIGEST_KEY} needs format_version 2 (the "
+                                   f"file says {fv})")
+        d = cfg[DIGEST_KEY]
+        if not (isinstance(d, str) and len(d) == 64 and all(c in "0123456789abcdef" for c in d)):
+            raise ModelFormatError(f"stopcal.config: {DIGEST_KEY} must be 64 lowercase hex digits")
     _need(cfg, "name", "", lambda v: _short_string(v, MAX_NAME_BYTES) and v != "",
           f"a non-empty string of at most {MAX_NAME_BYTES} bytes")
     _need(cfg, "version", "", lambda v: _short_string(v, MAX_VERSION_BYTES),
@@ -409,12 +419,14 @@ def encode_header(entries, metadata=None):
     return raw + b" " * (-(8 + len(raw)) % 8)
 
 
-def write_safetensors(path, tensors, metadata=None):
+def write_safetensors(path, tensors, metadata=None, digest_placeholder=None):
     """Write a safetensors file, tensors back to back in sorted name order.
 
     tensors: name → (dtype, shape, source), where source is an array (any float dtype, converted
     to ``dtype``), raw ``bytes`` already encoded, or a zero-argument callable returning either;
     callables are called one at a time so a multi-gigabyte model never sits in memory whole.
+    digest_placeholder: a string that occurs exactly once in the header; it is overwritten, in
+    place, with the SHA-256 hex digest of the data section once that has been written.
     No stopcal validation here: the tests use this to write deliberately bad files."""
     entries, offset = {}, 0
     order = sorted(tensors)
@@ -426,6 +438,13 @@ def write_safetensors(path, tensors, metadata=None):
                          "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
     header = encode_header(entries, metadata)
+    digest_at = None
+    if digest_placeholder is not None:
+        mark = digest_placeholder.encode("ascii")
+        if len(mark) != 64 or header.count(mark) != 1:
+            raise ModelFormatError("digest placeholder must be 64 characters found once in the header")
+        digest_at = 8 + header.index(mark)
+    data_hash = hashlib.sha256()
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
@@ -448,6 +467,10 @@ def write_safetensors(path, tensors, metadata=None):
                     raise ModelFormatError(f"tensor {name}: byte length {len(raw)} is not "
                                            f"{end - begin}")
                 f.write(raw)
+                data_hash.update(raw)
+            if digest_at is not None:
+                f.seek(digest_at)
+                f.write(data_hash.hexdigest().encode("ascii"))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -554,13 +577,15 @@ def parse_safetensors(buf):
     return header, metadata, 8 + n
 
 
-def read_safetensors(path):
-    """Read a safetensors file: returns (metadata, {name: fp32 ndarray}, {name: stored dtype})."""
+def read_safetensors(path, with_data_sha256=False):
+    """Read a safetensors file: returns (metadata, {name: fp32 ndarray}, {name: stored dtype}),
+    and with_data_sha256 the SHA-256 hex digest of the data section as a fourth item."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         try:
             entries, metadata, start = parse_safetensors(buf)
+            data_sha256 = hashlib.sha256(buf[start:]).hexdigest() if with_data_sha256 else None
             arrays, dtypes = {}, {}
             for name, e in entries.items():
                 begin, end = e["data_offsets"]
@@ -570,6 +595,8 @@ def read_safetensors(path):
         finally:
             if size:
                 buf.close()
+    if with_data_sha256:
+        return metadata, arrays, dtypes, data_sha256
     return metadata, arrays, dtypes
 
 
@@ -592,10 +619,15 @@ def read_model(path):
     """Read and fully validate a stopcal model file.
 
     Returns (config dict, {name: fp32 ndarray}); F16 and BF16 tensors are widened exactly.
+    A recorded tensor_data_sha256 is checked against the data, as the C reader does.
     Raises ModelFormatError naming the problem."""
-    metadata, arrays, _ = read_safetensors(path)
+    metadata, arrays, _, data_sha256 = read_safetensors(path, with_data_sha256=True)
     cfg = config_from_metadata(metadata)
     check_tensor_set(cfg, {k: v.shape for k, v in arrays.items()})
+    want = cfg.get(DIGEST_KEY)
+    if want is not None and want != data_sha256:
+        raise ModelFormatError(f"corrupted: the tensor data hashes to SHA-256 {data_sha256[:16]}... "
+                               f"but the file recorded {want[:16]}... when it was written")
     return cfg, arrays
 
 
@@ -604,11 +636,14 @@ def write_model(path, cfg, tensors, dtype="F32"):
 
     tensors: name → array, or a zero-argument callable returning one (generated lazily, one at a
     time); the set and shapes must be exactly ``expected_tensor_shapes(cfg)``. dtype: F32, F16 or
-    BF16 for every tensor (BF16 rounds to nearest even)."""
+    BF16 for every tensor (BF16 rounds to nearest even). The file is written as format_version 2
+    with the SHA-256 of its data section (tensor_data_sha256), so the readers refuse a copy in
+    which any weight byte changed; a given digest is replaced by the one of the data written."""
     validate_config(cfg)
     dtype = canonical_dtype(dtype)
     shapes = expected_tensor_shapes(cfg)
     check_tensor_set(cfg, {k: shapes.get(k, ()) for k in tensors})
+    cfg = {**cfg, "format_version": FORMAT_VERSION, DIGEST_KEY: _DIGEST_PLACEHOLDER}
     metadata = {"stopcal.config": json.dumps(cfg, ensure_ascii=False)}
     write_safetensors(path, {name: (dtype, shapes[name], tensors[name]) for name in shapes},
-                      metadata)
+                      metadata, digest_placeholder=_DIGEST_PLACEHOLDER)

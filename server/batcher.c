@@ -128,6 +128,9 @@ int batcher_load_model(struct batcher *e, const char *name, const char *path, ch
         model_close(&m);
         return -1;
     }
+    const char *unverified = model_digest_note(&m);
+    if (unverified)
+        log_msg("warn", "model %s: %s", path, unverified);
     snprintf(s->info.sha256, sizeof s->info.sha256, "%s", m.sha256);
     snprintf(s->info.path, sizeof s->info.path, "%s", path);
     s->info.config = m.config;

@@ -233,6 +233,9 @@ int main(int argc, char **argv)
     struct model m;
     if (model_open(&m, o.model_path, err, sizeof err))
         die("%s: %s", o.model_path, err);
+    const char *unverified = model_digest_note(&m);
+    if (unverified && !o.json)
+        fprintf(stderr, "stopcal-infer: %s: %s\n", o.model_path, unverified);
     struct backend be;
     char note[320];
     struct backend_options bo;

@@ -9,6 +9,7 @@ halves of the format contract cannot drift apart.
     test_malformed.py --infer build/server/stopcal-infer [--case NAME]...
 """
 
+import hashlib
 import json
 import math
 import os
@@ -61,11 +62,15 @@ def assemble(entries, data, metadata, header_bytes=None, pad=True):
 
 
 def tiny_model(ctx, registers=0):
-    """(config, fp32 arrays) of a valid tiny model, written and read back by the library."""
+    """(config, fp32 arrays) of a valid tiny model, written and read back by the library. The
+    config comes without the writer's data digest (optional in format_version 2): the cases
+    change the data on purpose; the digest cases below use the library's files as written."""
     path = h.genmodel(ctx, f"valid-r{registers}.safetensors", "--embed-dim", 64, "--heads", 1,
                       "--depth", 2, "--registers", registers, "--input-size", SIZE,
                       "--name", "tiny-valid")
-    return sm.read_model(path)
+    cfg, arrays = sm.read_model(path)
+    cfg.pop(sm.DIGEST_KEY)
+    return cfg, arrays
 
 
 def valid_bytes(ctx, **kw):
@@ -434,6 +439,20 @@ def test_aliases_that_are_not_names_are_refused(ctx):
     _config_case(ctx, lambda c: c.update(aliases=["a%d" % i for i in range(17)]), "aliases")
 
 
+def test_format_version_0_is_refused(ctx):
+    _config_case(ctx, lambda c: c.update(format_version=0), "format_version")
+
+
+def test_data_digest_in_a_version_1_file_is_refused(ctx):
+    _config_case(ctx, lambda c: c.update(format_version=1, tensor_data_sha256="0" * 64),
+                 "tensor_data_sha256", "format_version 2")
+
+
+def test_data_digest_that_is_not_64_hex_digits_is_refused(ctx):
+    for bad in ("0" * 63, "A" * 64, "g" * 64, 7):
+        _config_case(ctx, lambda c: c.update(tensor_data_sha256=bad), "tensor_data_sha256")
+
+
 def test_missing_config_section_is_refused_by_name(ctx):
     _config_case(ctx, lambda c: c.pop("lora"), "lora")
 
@@ -469,6 +488,50 @@ def test_unknown_lora_handling_is_refused(ctx):
 
 def test_depth_as_a_string_is_refused(ctx):
     _config_case(ctx, lambda c: c["architecture"].update(depth="2"), "depth")
+
+
+# --------------------------------------------------------------------------------------------
+# the tensor data digest (format_version 2)
+
+
+def _written_with_digest(ctx, name="digest.safetensors"):
+    path = h.genmodel(ctx, name, "--embed-dim", 64, "--heads", 1, "--depth", 2, "--registers", 4,
+                      "--input-size", SIZE, "--name", "tiny-digest")
+    with open(path, "rb") as f:
+        raw = f.read()
+    (n,) = struct.unpack_from("<Q", raw, 0)
+    cfg = json.loads(json.loads(raw[8:8 + n])["__metadata__"]["stopcal.config"])
+    check(cfg["format_version"] == 2, f"the writer writes format_version 2: {cfg['format_version']}")
+    check(cfg.get(sm.DIGEST_KEY) == hashlib.sha256(raw[8 + n:]).hexdigest(),
+          "tensor_data_sha256 is the SHA-256 of the data section")
+    return path, raw, 8 + n
+
+
+def test_one_flipped_weight_byte_is_refused_as_corrupted(ctx):
+    path, raw, start = _written_with_digest(ctx)
+    _same_logits_as_reference(ctx, path, "digest-intact")  # the intact file loads
+    # The first and last data bytes and one inside a block weight: any changed byte is caught.
+    for at in (start, start + (len(raw) - start) // 2 + 1, len(raw) - 1):
+        bad = bytearray(raw)
+        bad[at] ^= 0x01
+        expect_refusal(ctx, bytes(bad), "corrupted", "SHA-256")
+
+
+def test_loader_says_whether_the_data_was_verified(ctx):
+    path, _, _ = _written_with_digest(ctx)
+    r, _ = h.run_infer(ctx, path, [pixels(ctx)], json_out=False)
+    check("digest" not in r.stderr, f"a verified file loads quietly: {r.stderr!r}")
+    v1 = write(ctx, with_config(ctx, lambda c: c.update(format_version=1)), "v1.safetensors")
+    r, _ = h.run_infer(ctx, v1, [pixels(ctx)], json_out=False)
+    check("no tensor data digest" in r.stderr and "format_version 1" in r.stderr,
+          f"stopcal-infer says the v1 file's data is unverified: {r.stderr!r}")
+
+
+def test_format_version_1_file_without_digest_loads_and_matches(ctx):
+    v1 = write(ctx, with_config(ctx, lambda c: c.update(format_version=1)), "v1.safetensors")
+    cfg1, _ = sm.read_model(v1)
+    check(cfg1["format_version"] == 1 and sm.DIGEST_KEY not in cfg1, f"a v1 file: {cfg1}")
+    _same_logits_as_reference(ctx, v1, "format-version-1")
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ No binary needed. Pins down the byte layout FORMAT.md asks of writers, exact dty
 the tensor table, and that generated models are reproducible and have weights that matter.
 """
 
+import hashlib
 import importlib.machinery
 import importlib.util
 import json
@@ -15,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
 import stopcal_harness as h  # noqa: E402
-from stopcal_harness import check  # noqa: E402
+from stopcal_harness import TestFailure, check  # noqa: E402
 
 sm = h.sm
 
@@ -83,9 +84,41 @@ def test_round_trips_are_exact(ctx):
         path = ctx.path(f"rt-{dtype}.safetensors")
         sm.write_model(path, cfg, arrays, dtype=dtype)
         cfg2, back = sm.read_model(path)
-        check(cfg2 == cfg, "the config comes back unchanged")
+        digest = cfg2.pop(sm.DIGEST_KEY, None)
+        check(cfg2 == cfg, "the config comes back unchanged (and the data digest added)")
+        with open(path, "rb") as f:
+            raw = f.read()
+        start = 8 + struct.unpack_from("<Q", raw, 0)[0]
+        check(digest == hashlib.sha256(raw[start:]).hexdigest(), "the digest is of the data section")
         for k, a in arrays.items():
             check(np.array_equal(back[k], widen(a).reshape(a.shape)), f"{dtype} {k}")
+
+
+def test_python_reader_refuses_a_flipped_byte_and_reads_version_1(ctx):
+    cfg = sm.make_config(embed_dim=64, depth=1, num_heads=1, input_size=28)
+    rng = np.random.default_rng(1)
+    arrays = {k: rng.standard_normal(s).astype(np.float32)
+              for k, s in sm.expected_tensor_shapes(cfg).items()}
+    path = ctx.path("flip.safetensors")
+    sm.write_model(path, cfg, arrays)
+    with open(path, "rb") as f:
+        raw = bytearray(f.read())
+    raw[-5] ^= 0x80
+    with open(path, "wb") as f:
+        f.write(raw)
+    try:
+        sm.read_model(path)
+        raise TestFailure("a flipped weight byte was read")
+    except sm.ModelFormatError as e:
+        check("corrupted" in str(e), f"message: {e}")
+    # The same tensors as a version 1 file (no digest): read, and equal.
+    v1 = {**cfg, "format_version": 1}
+    sm.write_safetensors(ctx.path("v1.safetensors"),
+                         {k: ("F32", a.shape, a) for k, a in arrays.items()},
+                         {"stopcal.config": json.dumps(v1)})
+    cfg1, back = sm.read_model(ctx.path("v1.safetensors"))
+    check(cfg1 == v1, "a version 1 config reads back as written")
+    check(all(np.array_equal(back[k], a) for k, a in arrays.items()), "v1 tensors")
 
 
 def test_tensor_table_matches_format_md(ctx):
