@@ -2,6 +2,7 @@
  * models, size the threads from the CPUs this process may use, start the engine (whose canary makes
  * the service ready) and the HTTP server, then wait for SIGTERM/SIGINT and drain: not-ready at once,
  * keep serving for a grace period, stop accepting, finish the work in flight, exit 0. */
+#include "api_key.h"
 #include "config.h"
 #include "batcher.h"
 #include "healthcheck.h"
@@ -35,29 +36,6 @@ static void die(const char *fmt, ...)
     fputc('\n', stderr);
     va_end(ap);
     exit(1);
-}
-
-static char *read_api_key(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        die("--api-key-file %s: %s", path, strerror(errno));
-    char buf[4096];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    while (n && isspace((unsigned char)buf[n - 1]))
-        buf[--n] = 0;
-    char *start = buf;
-    while (*start && isspace((unsigned char)*start))
-        start++;
-    if (!*start)
-        die("--api-key-file %s: the file holds no token", path);
-    *len = strlen(start);
-    char *key = strdup(start);
-    if (!key)
-        die("out of memory");
-    return key;
 }
 
 /* SIGTERM/SIGINT reach main through a pipe: libraries start threads of their own (BLAS, the CUDA
@@ -172,8 +150,12 @@ int main(int argc, char **argv)
         die("--default-model %s: no model of that name is loaded", cfg.default_model);
     srv.compute_threads = compute;
     srv.workers = workers;
-    if (cfg.api_key_file[0])
-        srv.api_key = read_api_key(cfg.api_key_file, &srv.api_key_len);
+    if (cfg.api_key_file[0]) {
+        char why[256];
+        srv.api_key = api_key_read(cfg.api_key_file, &srv.api_key_len, why, sizeof why);
+        if (!srv.api_key)
+            die("--api-key-file %s: %s", cfg.api_key_file, why);
+    }
     srv.metrics = metrics_create(cfg.n_models, names);
     if (!srv.metrics)
         die("out of memory for the metrics");
