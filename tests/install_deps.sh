@@ -15,7 +15,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 build_and_run=(build-essential cmake pkg-config libopenblas-openmp-dev libopenblas-dev
   libjansson-dev libcfitsio-dev libmicrohttpd-dev libcurl4-openssl-dev zlib1g-dev libpng-dev curl)
-tests=(clang libclang-rt-14-dev prometheus python3 python3-numpy python3-torch python3-astropy
+tests=(clang libclang-rt-14-dev libomp-dev prometheus python3 python3-numpy python3-torch python3-astropy
   python3-matplotlib python3-pil python3-venv python3-setuptools python3-wheel python3-yaml shellcheck yamllint
   slurm-wlm munge chromium chromium-driver python3-selenium)
 # What the test scripts import from the interpreter above.
