@@ -10,7 +10,7 @@
 # RELEASE_BUILD_DIR name the build folders (build-tests, build-release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-passes=${STOPCAL_TEST_PASSES:-sanitized release}
+passes=${STOPCAL_TEST_PASSES:-sanitized release device}
 BUILD_DIR=${BUILD_DIR:-build-tests}
 RELEASE_BUILD_DIR=${RELEASE_BUILD_DIR:-build-release}
 jobs=$(nproc)
