@@ -724,7 +724,7 @@ static int predict_files_locked(stopcal_client *c, const char *const *paths, int
             }
             names[i] = base_name(paths[at + i]);
         }
-        int rc;
+        int rc, before = resp->n_results;
         if (c->local_preprocess) {
             unsigned char *bytes[FILES_PER_REQUEST] = {0};
             size_t lens[FILES_PER_REQUEST] = {0};
@@ -758,6 +758,11 @@ static int predict_files_locked(stopcal_client *c, const char *const *paths, int
         }
         if (rc != STOPCAL_OK)
             return rc;
+        /* N files in, N results out: a shorter answer is an error, never a shorter table. */
+        if (resp->n_results - before != m) {
+            seterr(err, errlen, "the server answered %d results for %d files", resp->n_results - before, m);
+            return STOPCAL_EPROTO;
+        }
     }
     return STOPCAL_OK;
 }

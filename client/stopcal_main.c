@@ -48,7 +48,8 @@ static int parse_double(const char *s, double *out)
     return 0;
 }
 
-static void print_json(const struct stopcal_response *r)
+/* Returns 0, or −1 when a row could not be built (then nothing is printed: never fewer rows). */
+static int print_json(const struct stopcal_response *r)
 {
     json_t *results = json_array();
     for (int i = 0; i < r->n_results; i++) {
@@ -60,12 +61,22 @@ static void print_json(const struct stopcal_response *r)
                                         "rms", x->has_rms ? json_real(x->rms) : json_null(), "nonfinite_pixels",
                                         (json_int_t)x->nonfinite_pixels));
     }
+    if (json_array_size(results) != (size_t)r->n_results) { /* a name that is not UTF-8 */
+        json_decref(results);
+        fprintf(stderr, "stopcal: cannot write %d results as JSON (a name is not valid UTF-8)\n", r->n_results);
+        return -1;
+    }
     json_t *doc = json_pack("{s:{s:s, s:s}, s:s, s:s, s:o}", "model", "name", r->model_name, "sha256", r->model_sha256,
                             "request_id", r->request_id, "server", r->server_url, "results", results);
     char *s = json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(17));
-    printf("%s\n", s ? s : "{}");
-    free(s);
     json_decref(doc);
+    if (!s) {
+        fprintf(stderr, "stopcal: cannot write the results as JSON\n");
+        return -1;
+    }
+    printf("%s\n", s);
+    free(s);
+    return 0;
 }
 
 static void csv_field(const char *s)
@@ -359,21 +370,21 @@ int main(int argc, char **argv)
                 status = 2;
             } else {
                 const struct stopcal_image_result *x = &r.results[0];
-                if (json_out)
-                    print_json(&r);
-                else
+                status = x->stop ? 0 : 1;
+                if (json_out && print_json(&r))
+                    status = 2;
+                else if (!json_out)
                     printf("%s %s (continue_score %.6f, threshold %.3g)\n", x->name, x->stop ? "stop" : "continue",
                            x->continue_score, x->threshold);
-                status = x->stop ? 0 : 1;
             }
         } else {
+            status = 0;
             if (json_out)
-                print_json(&r);
+                status = print_json(&r) ? fail_rc : 0;
             else if (csv_out)
                 print_csv(&r);
             else
                 print_table(&r);
-            status = 0;
         }
         stopcal_response_free(&r);
     }
