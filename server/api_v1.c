@@ -3,6 +3,7 @@
 #include "job.h"
 
 #include "multipart.h"
+#include "utf8.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +36,7 @@ static int parse_v1(struct job *j, struct failure *f)
             return -1;
         j->images[0].bytes = rq->body;
         j->images[0].len = rq->body_len;
-        snprintf(j->images[0].name, sizeof j->images[0].name, "%s", rq->name);
+        utf8_sanitize(j->images[0].name, sizeof j->images[0].name, rq->name);
         return 0;
     }
     char boundary[128], err[256];
@@ -66,7 +67,7 @@ static int parse_v1(struct job *j, struct failure *f)
     for (int i = 0; i < n; i++) {
         j->images[i].bytes = parts[i].data;
         j->images[i].len = parts[i].len;
-        snprintf(j->images[i].name, sizeof j->images[i].name, "%s", parts[i].filename);
+        utf8_sanitize(j->images[i].name, sizeof j->images[i].name, parts[i].filename);
     }
     free(parts);
     return 0;
@@ -76,10 +77,16 @@ static void answer_v1(struct job *j)
 {
     const struct batcher_model_info *m = job_model(j);
     json_t *results = json_array();
-    for (int i = 0; i < j->n; i++) {
+    for (int i = 0; results && i < j->n; i++) {
         struct stopcal_result r;
         job_fill_result(j, i, &r);
         json_array_append_new(results, result_to_json(&r));
+    }
+    /* N images in, N results out, or an error: never a shorter list. */
+    if (!results || json_array_size(results) != (size_t)j->n) {
+        json_decref(results);
+        request_fail(j->rq, 500, "could not build the results of %d images (out of memory)", j->n);
+        return;
     }
     double queue, infer, now = server_now();
     job_timing(j, &queue, &infer);

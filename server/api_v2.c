@@ -15,7 +15,7 @@ static int check_v2_headers(struct request *rq, struct failure *f)
 {
     const char *ihl = http_header(rq, "Inference-Header-Content-Length");
     if (ihl && (http_parse_count(ihl, &rq->inference_header_len) ||
-                (rq->content_length >= 0 && rq->inference_header_len > rq->content_length)))
+                (rq->content_length >= 0 && !rq->gzip_body && rq->inference_header_len > rq->content_length)))
         return failf(f, 400, "Inference-Header-Content-Length '%s' is not a byte count within the body", ihl);
     return 0;
 }
@@ -336,6 +336,11 @@ static void answer_v2(struct job *j)
             continue;
         json_t *o = json_pack("{s:s, s:s, s:[i,i]}", "name", which == 0 ? "continue_score" : "logit", "datatype",
                               "FP32", "shape", j->n, 1);
+        if (!o || json_array_append_new(outputs, o)) {
+            json_decref(outputs);
+            request_fail(j->rq, 500, "could not build the outputs (out of memory)");
+            return;
+        }
         if (binary) {
             json_object_set_new(o, "parameters", json_pack("{s:I}", "binary_data_size", (json_int_t)(4 * j->n)));
             bin_bytes += 4 * (size_t)j->n;
@@ -347,9 +352,12 @@ static void answer_v2(struct job *j)
                 json_array_append_new(data, json_real(which == 0 ? (double)(float)r.continue_score
                                                                  : (double)j->images[i].item.logit));
             }
-            json_object_set_new(o, "data", data);
+            if (!data || json_array_size(data) != (size_t)j->n || json_object_set_new(o, "data", data)) {
+                json_decref(outputs);
+                request_fail(j->rq, 500, "could not build the outputs of %d images (out of memory)", j->n);
+                return;
+            }
         }
-        json_array_append_new(outputs, o);
     }
     json_t *doc = json_pack("{s:s, s:s, s:o, s:{s:s, s:s, s:s, s:f}}", "model_name", m->name, "model_version",
                             m->config.version, "outputs", outputs, "parameters", "request_id", j->rq->request_id,

@@ -65,6 +65,10 @@ static const struct opt_spec opts[] = {
      "open connections at most (default 256)"},
     {"connection-timeout", "STOPCAL_CONNECTION_TIMEOUT", OPT_INT, OFF(connection_timeout_s), 0, 1, 86400,
      "S", "drop a connection idle or stalled this many seconds (default 30)"},
+    {"header-timeout-ms", "STOPCAL_HEADER_TIMEOUT_MS", OPT_INT, OFF(header_timeout_ms), 0, 1, 86400000, "MS",
+     "a request's headers must arrive within this long of the connection opening or of the\n"
+     "previous answer, else the connection is cut (slow clients; idle keep-alive) (default 10000);\n"
+     "a body must arrive before the request's deadline (--request-timeout-ms)"},
     {"request-timeout-ms", "STOPCAL_REQUEST_TIMEOUT_MS", OPT_INT, OFF(request_timeout_ms), 0, 1, 86400000,
      "MS", "deadline per request; past it the answer is 504 (default 60000);\n"
            "a client may ask for less with the X-Request-Timeout-Ms header"},
@@ -253,6 +257,7 @@ int config_parse(struct server_config *c, int argc, char **argv, char *err, size
         .memory_budget_bytes = 2 * GIB,
         .max_connections = 256,
         .connection_timeout_s = 30,
+        .header_timeout_ms = 10000,
         .request_timeout_ms = 60000,
         .drain_grace_ms = 5000,
         .drain_timeout_ms = 60000,

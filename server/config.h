@@ -43,6 +43,7 @@ struct server_config {
     long long memory_budget_bytes; /* bodies + decoded images + tensors in flight; then 503 */
     int max_connections;
     int connection_timeout_s; /* idle or stalled connections are dropped after this */
+    int header_timeout_ms;    /* headers must arrive within this of the connection or the last answer */
     int request_timeout_ms;   /* deadline from arrival; a request past it is answered 504 */
     char api_key_file[1024];
     int drain_grace_ms;       /* after SIGTERM: not-ready, still serving, for this long */

@@ -1,6 +1,7 @@
 /* The path of a prediction request after its body has arrived (job.h). */
 #include "job.h"
 
+#include "gzip_inflate.h"
 #include "preprocess.h"
 
 #include <stdarg.h>
@@ -28,6 +29,8 @@ void job_free(struct request *rq)
         return;
     json_decref(j->v2_id);
     free(j->explain_rows);
+    for (int i = 0; j->images && i < j->n; i++)
+        free(j->images[i].inflated);
     free(j->images);
     free(j->tensors);
     free(j);
@@ -177,11 +180,49 @@ static void after_preprocessing(struct job *j)
     enqueue(j);
 }
 
+static int reserve_for(void *rq, size_t n) { return server_reserve(rq, (long long)n); }
+
+static int gzip_status(int rc) { return rc == IMAGE_ETOOBIG ? 413 : rc == IMAGE_ENOMEM ? 503 : 400; }
+
+/* A .fits.gz inflated here rather than in the image library, so that every decompressed byte is
+ * counted against the memory budget before it is produced (a 135 KB file can inflate to hundreds
+ * of MB), and the decoded-pixel estimate follows the inflated size. Returns 0, or −1 with
+ * prep_status set. */
+static int inflate_image(struct job_image *im)
+{
+    struct job *j = im->job;
+    const struct server_config *cfg = j->srv->cfg;
+    size_t n;
+    char err[256];
+    int rc = gzip_inflate_budget(im->bytes, im->len, (size_t)cfg->max_body_bytes, reserve_for, j->rq, &im->inflated,
+                                 &n, err, sizeof err);
+    if (rc != IMAGE_OK) {
+        im->prep_status = gzip_status(rc);
+        snprintf(im->prep_err, sizeof im->prep_err, "%s", err);
+        return -1;
+    }
+    long long more = job_fits_decode_estimate(cfg, n) - job_fits_decode_estimate(cfg, im->len);
+    if (more > 0 && server_reserve(j->rq, more)) {
+        im->prep_status = 503;
+        snprintf(im->prep_err, sizeof im->prep_err,
+                 "the server's memory budget for requests in flight is spent; retry later");
+        return -1;
+    }
+    im->bytes = im->inflated;
+    im->len = n;
+    return 0;
+}
+
 static void preprocess_task(void *arg)
 {
     struct job_image *im = arg;
     struct job *j = im->job;
     const struct server_config *cfg = j->srv->cfg;
+    if (gzip_is_gzip(im->bytes, im->len) && inflate_image(im)) {
+        if (atomic_fetch_sub(&j->pending, 1) == 1)
+            after_preprocessing(j);
+        return;
+    }
     struct image_limits limits = image_limits_default();
     limits.max_bytes = (size_t)cfg->max_body_bytes;
     limits.max_pixels = (uint64_t)cfg->max_image_pixels;
@@ -218,6 +259,24 @@ void job_start(void *arg)
     if (j->t_body > rq->deadline) {
         request_fail(rq, 504, "the request's deadline passed while its body was received");
         return;
+    }
+    if (rq->gzip_body) { /* Content-Encoding: gzip, decoded within --max-body-bytes and the budget */
+        unsigned char *plain;
+        size_t n;
+        char err[256];
+        if (!gzip_is_gzip(rq->body, rq->body_len)) {
+            request_fail(rq, 400, "Content-Encoding: gzip, but the body is not gzip data");
+            return;
+        }
+        int rc = gzip_inflate_budget(rq->body, rq->body_len, (size_t)s->cfg->max_body_bytes, reserve_for, rq, &plain,
+                                     &n, err, sizeof err);
+        if (rc != IMAGE_OK) {
+            request_fail(rq, gzip_status(rc), "Content-Encoding: gzip: %s", err);
+            return;
+        }
+        free(rq->body);
+        rq->body = plain;
+        rq->body_len = rq->body_cap = n;
     }
     if (rq->route->handler->parse(j, &f) != 0) {
         request_fail(rq, f.status, "%s", f.msg);

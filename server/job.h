@@ -11,8 +11,9 @@
 struct job_image {
     struct batcher_item item;
     struct job *job;
-    const unsigned char *bytes; /* FITS bytes inside the request body; NULL for pixels */
+    const unsigned char *bytes; /* FITS bytes inside the request body (or inflated); NULL for pixels */
     size_t len;
+    unsigned char *inflated;    /* a gzip FITS file inflated by the server, within the budget */
     char name[256];
     float *tensor; /* (3, S, S) inside job->tensors */
     int has_rms;

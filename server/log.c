@@ -1,6 +1,8 @@
 /* The log line writer. Timestamps are wall-clock UTC with milliseconds, RFC 3339. */
 #include "log.h"
 
+#include "utf8.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,10 +36,11 @@ void log_event(const char *level, const char *msg, json_t *fields)
 
 void log_msg(const char *level, const char *fmt, ...)
 {
-    char msg[1024];
+    char msg[1024], clean[3 * sizeof msg];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    log_event(level, msg, NULL);
+    utf8_sanitize(clean, sizeof clean, msg); /* messages quote untrusted text; jansson takes UTF-8 only */
+    log_event(level, clean, NULL);
 }

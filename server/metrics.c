@@ -3,6 +3,8 @@
  * whole /metrics page. Nothing allocates after metrics_create. */
 #include "metrics.h"
 
+#include "conn_watch.h"
+
 #include "routes.h"
 #include "server.h"
 
@@ -287,6 +289,17 @@ char *metrics_text(struct server *s, size_t *len)
         strbuf_label(&o, m->name);
         strbuf_printf(&o, "\",backend=\"%s\"} %zu\n", m->backend, batcher_device_bytes(s->batcher, i));
     }
+    strbuf_printf(&o, "# HELP stopcal_http_refused_connections_total Connections closed at accept "
+                      "(--max-connections reached).\n"
+                      "# TYPE stopcal_http_refused_connections_total counter\n"
+                      "stopcal_http_refused_connections_total %llu\n",
+                  (unsigned long long)atomic_load(&s->refused));
+    strbuf_printf(&o, "# HELP stopcal_http_cut_connections_total Connections cut for missing a deadline "
+                      "(headers: --header-timeout-ms; body: the request's deadline).\n"
+                      "# TYPE stopcal_http_cut_connections_total counter\n"
+                      "stopcal_http_cut_connections_total{phase=\"headers\"} %llu\n"
+                      "stopcal_http_cut_connections_total{phase=\"body\"} %llu\n",
+                  conn_watch_cut(s->watch, 0), conn_watch_cut(s->watch, 1));
     strbuf_printf(&o, "# HELP stopcal_http_aborted_requests_total Requests dropped before an answer "
                       "(client gone, stalled upload timed out).\n"
                       "# TYPE stopcal_http_aborted_requests_total counter\n"

@@ -17,6 +17,8 @@
 
 struct MHD_Daemon;
 struct MHD_Connection;
+struct conn_watch;
+struct conn_watch_entry;
 struct job;
 
 struct server {
@@ -25,6 +27,7 @@ struct server {
     struct metrics *metrics;
     struct workpool *pool;
     struct MHD_Daemon *daemon;
+    struct conn_watch *watch; /* header and body deadlines (conn_watch.h) */
     int default_model;
     int port;            /* the bound port */
     int compute_threads, workers;
@@ -37,10 +40,13 @@ struct server {
     atomic_llong memory_in_use;
     atomic_ullong request_counter;
     atomic_ullong aborted;
+    atomic_ullong refused; /* connections closed at accept: --max-connections reached */
     unsigned long long id_salt;
 };
 
-enum request_state { RQ_NEW, RQ_BODY, RQ_WORKING, RQ_ANSWERED };
+/* RQ_DECIDED: answered at the headers, the answer held until libmicrohttpd has the whole request (a
+ * response queued before then closes the connection, breaking keep-alive and pipelining). */
+enum request_state { RQ_NEW, RQ_DECIDED, RQ_BODY, RQ_WORKING, RQ_ANSWERED };
 
 /* POST /v1/explain's query: ?format=json|fits|png&heads=mean|all&rollout=0|1 (api_explain.c). */
 struct explain_options {
@@ -72,11 +78,15 @@ struct request {
     unsigned char *body;
     size_t body_len, body_cap;
     long long content_length; /* −1: chunked / unknown */
-    long long reserved;       /* memory budget held by this request */
+    atomic_llong reserved;    /* memory budget held by this request (preprocessing workers add to it) */
+    int defer_ok;             /* an answer decided at the headers may wait for the (small) body */
+    long long query_params;   /* more than the query parameter limit: their count, else 0 */
+    int gzip_body;            /* Content-Encoding: gzip, decoded by the worker within the budget */
     int reject_status;        /* a limit hit while the body streamed in: answer this at the end */
     char reject_msg[256];
     size_t discarded;
 
+    struct conn_watch_entry *watch; /* this connection's deadlines */
     int incoming_counted; /* announced to the batcher with batcher_incoming(+1) */
     struct job *job;
 

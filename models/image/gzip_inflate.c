@@ -28,6 +28,12 @@ static int all_zero(const unsigned char *p, size_t n)
 int gzip_inflate(const void *in, size_t in_len, size_t max_out, unsigned char **out, size_t *out_len,
                  char *err, size_t errlen)
 {
+    return gzip_inflate_budget(in, in_len, max_out, NULL, NULL, out, out_len, err, errlen);
+}
+
+int gzip_inflate_budget(const void *in, size_t in_len, size_t max_out, int (*reserve)(void *ctx, size_t n),
+                        void *ctx, unsigned char **out, size_t *out_len, char *err, size_t errlen)
+{
     *out = NULL;
     *out_len = 0;
     if (!gzip_is_gzip(in, in_len))
@@ -49,6 +55,9 @@ int gzip_inflate(const void *in, size_t in_len, size_t max_out, unsigned char **
     }
     if (cap > hard_cap)
         cap = hard_cap;
+    if (reserve && reserve(ctx, cap))
+        return image_fail(err, errlen, IMAGE_ENOMEM, "the memory budget has no room for %zu bytes of gzip output",
+                          cap);
     unsigned char *buf = malloc(cap);
     if (!buf)
         return image_fail(err, errlen, IMAGE_ENOMEM, "out of memory for %zu bytes of gzip output", cap);
@@ -69,6 +78,11 @@ int gzip_inflate(const void *in, size_t in_len, size_t max_out, unsigned char **
                 break;
             }
             size_t next = cap > hard_cap / 2 ? hard_cap : cap * 2;
+            if (reserve && reserve(ctx, next - cap)) {
+                rc = image_fail(err, errlen, IMAGE_ENOMEM,
+                                "the memory budget has no room for %zu bytes of gzip output", next);
+                break;
+            }
             unsigned char *grown = realloc(buf, next);
             if (!grown) {
                 rc = image_fail(err, errlen, IMAGE_ENOMEM, "out of memory for %zu bytes of gzip output", next);

@@ -16,4 +16,10 @@ int gzip_is_gzip(const void *buf, size_t len);
 int gzip_inflate(const void *in, size_t in_len, size_t max_out, unsigned char **out, size_t *out_len,
                  char *err, size_t errlen);
 
+/* gzip_inflate that asks reserve(ctx, n) before every allocation of n more output bytes, so that a
+ * caller keeping a memory budget counts the decompressed bytes before they exist; a non-zero answer
+ * stops with IMAGE_ENOMEM. What was granted is the caller's to release. */
+int gzip_inflate_budget(const void *in, size_t in_len, size_t max_out, int (*reserve)(void *ctx, size_t n),
+                        void *ctx, unsigned char **out, size_t *out_len, char *err, size_t errlen);
+
 #endif

@@ -537,7 +537,8 @@ def lifecycle_tests():
         p = probe(port)
         check(p.returncode == 1 and b"stopcald: healthcheck:" in p.stderr, "no server: %r" % p.stderr)
 
-    return run_tests([test_server_drains_on_sigterm, test_stalled_upload_is_dropped_and_leaks_nothing,
+    return run_tests([test_server_drains_on_sigterm, test_taken_port_is_a_clean_error,
+                      test_stalled_upload_is_dropped_and_leaks_nothing,
                       test_missing_default_model_exits_with_one_line, test_help_and_env_vars,
                       test_healthcheck_flag_follows_readiness], 240)
 
