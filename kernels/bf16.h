@@ -24,6 +24,19 @@ static inline float bf16_to_float(uint16_t h)
     return f;
 }
 
+/* What the x86 vcvtne2ps2bf16 / vcvtneps2bf16 instructions do (the CPU backend's bf16 path): the
+ * same round-to-nearest-even, but a denormal input becomes a zero of its sign first (DAZ; checked
+ * against the instruction bit for bit in tests/kernels/test_linear_bf16.c). */
+static inline uint16_t bf16_from_float_daz(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7f800000u) == 0)
+        u &= 0x80000000u;
+    memcpy(&f, &u, 4);
+    return bf16_from_float(f);
+}
+
 /* f rounded to the nearest bf16 value, as fp32. */
 static inline float bf16_round(float f) { return bf16_to_float(bf16_from_float(f)); }
 

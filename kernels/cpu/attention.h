@@ -25,6 +25,12 @@ size_t attention_scratch_floats_cpu(enum cpu_isa isa, int tokens);
 void attention_forward_cpu(enum cpu_isa isa, float *out, const float *qkv, int batch, int tokens,
                            int heads, float *scratch, size_t scratch_floats);
 
+/* The bf16 form of the fused kernel (the CPU backend's bf16 precision; only on CPUs where
+ * linear_bf16_supported()): q·kᵀ and p·v in bf16 with fp32 accumulation and an fp32 softmax
+ * (attention_fused_bf16_avx512.c). Scratch as attention_scratch_floats_cpu(CPU_ISA_AVX512, T). */
+void attention_bf16_forward(float *out, const float *qkv, int batch, int tokens, int heads,
+                            float *scratch, size_t scratch_floats);
+
 /* Per-thread scratch floats of each implementation. */
 size_t attention_blas_thread_floats(int tokens);
 size_t attention_fused_thread_floats(int tokens);

@@ -79,14 +79,9 @@ static void run_rows(const struct attention_isa *isa, float *out, const float *q
     }
 }
 
-void attention_fused_forward(enum cpu_isa isa_choice, float *out, const float *qkv, int batch, int tokens,
-                             int heads, float *scratch, int threads)
+static void run_threads(const struct attention_isa *isa, float *out, const float *qkv, int batch,
+                        int tokens, int heads, float *scratch, int threads)
 {
-    const struct attention_isa *isa = kernel_for(isa_choice);
-    if (!isa) { /* callers check attention_fused_has_kernel(); this keeps a wrong call correct */
-        attention_blas_forward(out, qkv, batch, tokens, heads, scratch, threads);
-        return;
-    }
     const long total = (long)batch * heads * tokens;
     const size_t slot = attention_fused_thread_floats(tokens);
     if (threads < 1)
@@ -101,6 +96,26 @@ void attention_fused_forward(enum cpu_isa isa_choice, float *out, const float *q
     }
 }
 
+void attention_fused_forward(enum cpu_isa isa_choice, float *out, const float *qkv, int batch, int tokens,
+                             int heads, float *scratch, int threads)
+{
+    const struct attention_isa *isa = kernel_for(isa_choice);
+    if (!isa) { /* callers check attention_fused_has_kernel(); this keeps a wrong call correct */
+        attention_blas_forward(out, qkv, batch, tokens, heads, scratch, threads);
+        return;
+    }
+    run_threads(isa, out, qkv, batch, tokens, heads, scratch, threads);
+}
+
+void attention_bf16_forward(float *out, const float *qkv, int batch, int tokens, int heads,
+                            float *scratch, size_t scratch_floats)
+{
+    size_t slots = scratch_floats / attention_fused_thread_floats(tokens);
+    const int max = omp_get_max_threads();
+    run_threads(&attention_isa_avx512_bf16, out, qkv, batch, tokens, heads, scratch,
+                slots < 1 ? 1 : slots > (size_t)max ? max : (int)slots);
+}
+
 #else /* not x86-64 with GCC-style intrinsics: the portable implementation only */
 
 int attention_fused_has_kernel(enum cpu_isa isa) { (void)isa; return 0; }
@@ -110,6 +125,12 @@ void attention_fused_forward(enum cpu_isa isa, float *out, const float *qkv, int
 {
     (void)isa;
     attention_blas_forward(out, qkv, batch, tokens, heads, scratch, threads);
+}
+
+void attention_bf16_forward(float *out, const float *qkv, int batch, int tokens, int heads,
+                            float *scratch, size_t scratch_floats)
+{ /* never chosen: the bf16 precision needs linear_bf16_supported() */
+    (void)out, (void)qkv, (void)batch, (void)tokens, (void)heads, (void)scratch, (void)scratch_floats;
 }
 
 #endif

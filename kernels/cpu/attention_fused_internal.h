@@ -31,5 +31,7 @@ struct attention_isa {
 };
 
 extern const struct attention_isa attention_isa_avx512, attention_isa_avx2;
+/* The bf16 form (attention_fused_bf16_avx512.c): the same slots, holding bf16 pairs. */
+extern const struct attention_isa attention_isa_avx512_bf16;
 
 #endif

@@ -8,6 +8,8 @@
 
 #include "backend.h"
 
+#include <stdint.h>
+
 /* out (M, N) = epilogue(in (M, K) · W (N, K)ᵀ + bias (N)); bias may be NULL.
  * GELU is the exact-erf one: 0.5·x·(1 + erf(x/√2)). */
 void linear_forward_ref(float *out, const float *in, const float *weight, const float *bias, int m,
@@ -42,5 +44,25 @@ void layerscale_residual_ref(float *x, const float *y, const float *gamma, long 
 
 /* out (rows, F) = silu(in[:, :F]) ⊙ in[:, F:], in (rows, 2F), silu(a) = a / (1 + e^−a) */
 void swiglu_forward_ref(float *out, const float *in, long rows, int hidden);
+
+/* bf16 (bf16_ref.c): the rounding of the x86 bf16 instructions emulated, for the CPU backend's
+ * bf16 kernels. bf16_round_ref: f to the nearest bf16 (ties to even), a denormal to a signed zero,
+ * as fp32. bf16_pair_ref: two of them in one word (even in the low half), as vdpbf16ps reads it.
+ * dpbf16_ref: one fp32 lane of vdpbf16ps: acc + odd·odd, rounded, + even·even, rounded, denormals
+ * read and written as zero. */
+float bf16_round_ref(float f);
+uint32_t bf16_pair_ref(float even, float odd);
+float dpbf16_ref(float acc, uint32_t a, uint32_t b);
+
+/* linear_forward_ref as the bf16 kernel computes it: in and W rounded to bf16, per output
+ * acc ← bias (or 0), then dpbf16_ref over k in pairs (an odd k padded with 0), then the epilogue
+ * (exact-erf GELU). */
+void linear_bf16_ref(float *out, const float *in, const float *weight, const float *bias, int m,
+                     int n, int k, enum linear_epilogue epilogue);
+
+/* attention_forward_ref as the bf16 kernel computes it: q·(log2 e)/8, k and v rounded to bf16,
+ * scores and the softmax (base 2) exact, the unnormalised probabilities rounded to bf16 and the
+ * output divided by their sum. */
+void attention_bf16_ref(float *out, const float *qkv, int batch, int tokens, int heads);
 
 #endif
