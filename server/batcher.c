@@ -3,6 +3,7 @@
  * pass needs (batch buffer, logits, the backends' activation memory) is allocated before the canary,
  * so a steady-state batch allocates nothing. */
 #include "batcher.h"
+#include "triton.h"
 
 #include "backend.h"
 #include "backend_registry.h"
@@ -317,6 +318,7 @@ static void run_batch(struct batcher *e, int model, struct batcher_item **items,
             double t1 = now_mono();
             status = rc ? status_from_backend(e, rc, s->info.name, err) : BATCHER_OK;
             metrics_batch(e->metrics, model, k);
+            triton_stats_batch(model, k, t1 - t0);
             for (int i = 0; i < k; i++) {
                 run[i]->t_started = t0;
                 run[i]->t_finished = t1;

@@ -39,6 +39,9 @@ static const struct opt_spec opts[] = {
      "model used when a request names none (default: the first --model)"},
     {"host", "STOPCAL_HOST", OPT_STR, STR(host), 0, 0, "ADDR", "address to listen on (default 0.0.0.0)"},
     {"port", "STOPCAL_PORT", OPT_INT, OFF(port), 0, 0, 65535, "N", "TCP port; 0 picks a free one (default 8080)"},
+    {"grpc-port", "STOPCAL_GRPC_PORT", OPT_INT, OFF(grpc_port), 0, -1, 65535, "N",
+     "also serve the Open Inference Protocol v2 over gRPC on this port; 0 picks a free one\n"
+     "(default -1: off)"},
     {"device", "STOPCAL_DEVICE", OPT_STR, STR(device), 0, 0, "auto|cpu|cuda:N",
      "compute device; auto tries CUDA when built in, else CPU (default auto)"},
     {"threads", "STOPCAL_THREADS", OPT_INT, OFF(threads), 0, 0, 4096, "N",
@@ -247,6 +250,7 @@ int config_parse(struct server_config *c, int argc, char **argv, char *err, size
 {
     *c = (struct server_config){
         .port = 8080,
+        .grpc_port = -1,
         .http_threads = 2,
         .max_batch = 8,
         .max_delay_ms = 5,

@@ -29,6 +29,7 @@ struct server_config {
     char default_model[128]; /* empty: the first --model */
     char host[256];
     int port;                 /* 0: an ephemeral port, printed in the "listening" log line */
+    int grpc_port;            /* the OIP v2 gRPC service: −1 off, 0 an ephemeral port */
     int healthcheck;          /* --healthcheck: probe a running server on port, then exit */
     char device[64];          /* auto | cpu | cuda:N */
     int threads;              /* compute (BLAS/OpenMP) threads; 0: derived from the CPU budget */

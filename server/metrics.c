@@ -2,6 +2,9 @@
  * per model for batch size and score, per endpoint for total latency; and the rendering of the
  * whole /metrics page. Nothing allocates after metrics_create. */
 #include "metrics.h"
+#ifdef STOPCAL_HAVE_GRPC
+#include "rpc.h"
+#endif
 
 #include "conn_watch.h"
 
@@ -305,5 +308,8 @@ char *metrics_text(struct server *s, size_t *len)
                       "# TYPE stopcal_http_aborted_requests_total counter\n"
                       "stopcal_http_aborted_requests_total %llu\n",
                   (unsigned long long)atomic_load(&s->aborted));
+#ifdef STOPCAL_HAVE_GRPC
+    rpc_metrics_render(s, &o);
+#endif
     return strbuf_take(&o, len);
 }

