@@ -12,15 +12,7 @@
 #include "vit.h"
 
 #include <string.h>
-
-/* The backend options as the programs take them: the STOPCAL_CPU_* knobs select the path variant
- * ctest runs (portable, AVX2). */
-static const struct backend_options *env_options(void)
-{
-    static struct backend_options o;
-    backend_options_from_env(&o);
-    return &o;
-}
+#include "../backend_env.h"
 
 static unsigned long long rng = 2024;
 
