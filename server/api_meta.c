@@ -1,8 +1,9 @@
 /* The endpoints that describe the service, answered on the HTTP thread: /v1/models, the OpenAPI
- * document, the v2 server and model metadata, health and readiness, /metrics. */
+ * document, the v2 server metadata, health and readiness, /metrics (the v2 model views: api_triton.c). */
 #include "server.h"
 
 #include "routes.h"
+#include "triton.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -25,11 +26,30 @@ static json_t *model_json(struct server *s, int i)
     return doc;
 }
 
+struct views_ctx {
+    json_t *list;
+    int model;
+};
+
+static void add_view_name(void *ctx, int model, int form, const char *name)
+{
+    (void)form;
+    struct views_ctx *c = ctx;
+    if (model == c->model)
+        json_array_append_new(c->list, json_string(name));
+}
+
 static int list_models(struct server *s, struct request *rq, struct api_answer *a)
 {
     json_t *list = json_array();
-    for (int i = 0; i < batcher_model_count(s->batcher); i++)
-        json_array_append_new(list, model_json(s, i));
+    for (int i = 0; i < batcher_model_count(s->batcher); i++) {
+        json_t *m = model_json(s, i);
+        /* Every name a v2 client may use for it: one view per input form, aliases too (triton.h). */
+        struct views_ctx c = {json_array(), i};
+        triton_each_view(s->batcher, add_view_name, &c);
+        json_object_set_new(m, "v2_models", c.list);
+        json_array_append_new(list, m);
+    }
     a->doc = json_pack("{s:s, s:o, s:s, s:s, s:b}", "default", batcher_model(s->batcher, s->default_model)->name,
                      "models", list, "stopcal_version", STOPCAL_VERSION, "request_id", rq->request_id, "fits_input",
                      1);
@@ -39,22 +59,8 @@ static int list_models(struct server *s, struct request *rq, struct api_answer *
 static int server_metadata(struct server *s, struct request *rq, struct api_answer *a)
 {
     (void)s;
-    a->doc = json_pack("{s:s, s:s, s:[s], s:s}", "name", "stopcald", "version", STOPCAL_VERSION, "extensions",
-                     "binary_tensor_data", "request_id", rq->request_id);
-    return 200;
-}
-
-static int model_metadata(struct server *s, struct request *rq, struct api_answer *a)
-{
-    const struct batcher_model_info *m = batcher_model(s->batcher, rq->model);
-    const int S = m->config.input_size;
-    a->doc = json_pack("{s:s, s:[s], s:s, s:[{s:s, s:s, s:[i]}, {s:s, s:s, s:[i,i,i,i]}],"
-                     " s:[{s:s, s:s, s:[i,i]}, {s:s, s:s, s:[i,i]}], s:{s:s, s:s, s:s, s:f}}",
-                     "name", m->name, "versions", m->config.version, "platform", "stopcal", "inputs", "name", "image",
-                     "datatype", "BYTES", "shape", -1, "name", "pixels", "datatype", "FP32", "shape", -1, 3, S, S,
-                     "outputs", "name", "continue_score", "datatype", "FP32", "shape", -1, 1, "name", "logit",
-                     "datatype", "FP32", "shape", -1, 1, "parameters", "sha256", m->sha256, "stopcal_version",
-                     STOPCAL_VERSION, "request_id", rq->request_id, "threshold", (double)m->config.threshold);
+    a->doc = json_pack("{s:s, s:s, s:[s,s,s], s:s}", "name", "stopcald", "version", STOPCAL_VERSION, "extensions",
+                     "binary_tensor_data", "model_configuration", "statistics", "request_id", rq->request_id);
     return 200;
 }
 
@@ -62,13 +68,6 @@ static int health(struct server *s, int ready, struct api_answer *a)
 {
     int ok = ready ? server_ready(s) : batcher_live(s->batcher);
     a->doc = json_pack("{s:b}", ready ? "ready" : "live", ok);
-    return ok ? 200 : 503;
-}
-
-static int model_ready(struct server *s, struct request *rq, struct api_answer *a)
-{
-    int ok = server_ready(s);
-    a->doc = json_pack("{s:s, s:b}", "name", batcher_model(s->batcher, rq->model)->name, "ready", ok);
     return ok ? 200 : 503;
 }
 
@@ -104,8 +103,6 @@ static int metrics_page(struct server *s, struct request *rq, struct api_answer 
 const struct api_handler api_list_models = {.get = list_models};
 const struct api_handler api_openapi = {.get = openapi};
 const struct api_handler api_server_metadata = {.get = server_metadata};
-const struct api_handler api_model_metadata = {.get = model_metadata};
-const struct api_handler api_model_ready = {.get = model_ready};
 const struct api_handler api_health_live = {.get = health_live};
 const struct api_handler api_health_ready = {.get = health_ready};
 const struct api_handler api_metrics = {.get = metrics_page};

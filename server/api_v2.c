@@ -1,7 +1,10 @@
 /* The Open Inference Protocol v2 (REST), POST /v2/models/{m}/infer: input `image` (BYTES, one
  * FITS file per element through the binary data extension) or `pixels` (FP32 in JSON or binary,
- * BF16 binary; already preprocessed); outputs `continue_score` and `logit`, JSON or binary. */
+ * BF16 binary; already preprocessed); outputs `continue_score` and `logit`, JSON or binary. The
+ * view {m}_pixels (triton.h) takes `pixels` only; {m} lists `image` and still takes both. */
 #include "job.h"
+
+#include "triton.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -264,7 +267,8 @@ static int parse_v2(struct job *j, struct failure *f)
     int binary_default = binary_flag(root, "binary_data_output", 0);
     json_t *inputs = json_object_get(root, "inputs");
     if (!json_is_array(inputs) || json_array_size(inputs) != 1) {
-        failf(f, 400, "'inputs' must be an array holding exactly one input, 'image' or 'pixels'");
+        failf(f, 400, "'inputs' must be an array holding exactly one input: 'image' for model '%s', 'pixels' for "
+              "'%s" TRITON_PIXELS_SUFFIX "'", job_model(j)->name, job_model(j)->name);
         goto out;
     }
     json_t *input = json_array_get(inputs, 0);
@@ -313,7 +317,10 @@ static int parse_v2(struct job *j, struct failure *f)
         j->want_score = j->want_logit = 1;
         j->binary_score = j->binary_logit = binary_default;
     }
-    if (strcmp(name, "image") == 0)
+    if (rq->form == TRITON_FORM_PIXELS && strcmp(name, "pixels") != 0)
+        failf(f, 400, "inputs[0] '%s': model '%s" TRITON_PIXELS_SUFFIX "' takes the input 'pixels' only (FITS "
+              "files go to '%s' as 'image')", name, job_model(j)->name, job_model(j)->name);
+    else if (strcmp(name, "image") == 0)
         rc = parse_image_input(j, input, bin, bin_len, has_bin, f);
     else if (strcmp(name, "pixels") == 0)
         rc = parse_pixels_input(j, input, bin, bin_len, has_bin, f);
@@ -324,9 +331,28 @@ out:
     return rc;
 }
 
+/* Triton's statistics for the view: seconds from arrival to now, waiting for the engine,
+ * preprocessing, in the forward pass, and building the answer. */
+static void count_success(struct job *j)
+{
+    double first = 0, last = 0, now = server_now();
+    for (int i = 0; i < j->n; i++) {
+        const struct batcher_item *x = &j->images[i].item;
+        if (i == 0 || x->t_started < first)
+            first = x->t_started;
+        if (x->t_finished > last)
+            last = x->t_finished;
+    }
+    triton_stats_success(j->model, j->rq->form, j->n, now - j->rq->t_arrival, first - j->t_prep_done,
+                         j->t_prep_done - j->t_body, last - first, now - last);
+}
+
 static void answer_v2(struct job *j)
 {
     const struct batcher_model_info *m = job_model(j);
+    char view[300];
+    triton_view_name(j->srv->batcher, j->model, j->rq->form, view, sizeof view);
+    count_success(j);
     json_t *outputs = json_array();
     size_t bin_bytes = 0;
     for (int which = 0; which < 2; which++) {
@@ -359,9 +385,10 @@ static void answer_v2(struct job *j)
             }
         }
     }
-    json_t *doc = json_pack("{s:s, s:s, s:o, s:{s:s, s:s, s:s, s:f}}", "model_name", m->name, "model_version",
-                            m->config.version, "outputs", outputs, "parameters", "request_id", j->rq->request_id,
-                            "stopcal_version", STOPCAL_VERSION, "model_sha256", m->sha256, "threshold", j->threshold);
+    json_t *doc = json_pack("{s:s, s:s, s:o, s:{s:s, s:s, s:s, s:s, s:f}}", "model_name", view, "model_version",
+                            TRITON_MODEL_VERSION, "outputs", outputs, "parameters", "request_id", j->rq->request_id,
+                            "stopcal_version", STOPCAL_VERSION, "model_sha256", m->sha256, "model_file_version",
+                            m->config.version, "threshold", j->threshold);
     if (doc && j->v2_id)
         json_object_set(doc, "id", j->v2_id);
     char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
@@ -396,6 +423,7 @@ static const char *const v2_media_types[] = {"", "application/json", "applicatio
                                              "application/vnd.sagemaker-triton.binary+json", NULL};
 
 const struct api_handler api_v2_infer = {
+    .triton_stats = 1,
     .media_types = v2_media_types,
     .media_hint = "send application/json, or application/octet-stream with Inference-Header-Content-Length",
     .check_headers = check_v2_headers,

@@ -15,6 +15,7 @@
 #include "conn_watch.h"
 #include "log.h"
 #include "model_names.h"
+#include "triton.h"
 #include "utf8.h"
 
 #include <arpa/inet.h>
@@ -36,6 +37,8 @@
 /* More query parameters than this are refused (libmicrohttpd stores each in the connection's
  * 256 KiB memory pool; 20,000 of them exhausted it and the request got no answer at all). */
 #define MAX_QUERY_PARAMS 100
+/* The most a small POST (answered on the HTTP thread, routes.h) may carry. */
+#define SMALL_BODY_BYTES (64LL << 10)
 
 double server_now(void)
 {
@@ -144,6 +147,8 @@ static enum MHD_Result queue_answer(struct request *rq, int status, char *body, 
         conn_watch_body(rq->srv->watch, rq->watch, rq->t_arrival + rq->srv->cfg->request_timeout_ms * 1e-3);
         return MHD_YES;
     }
+    if (status != 200 && rq->route && rq->route->handler->triton_stats && rq->model >= 0)
+        triton_stats_failure(rq->model, rq->form, server_now() - rq->t_arrival);
     struct MHD_Response *r = MHD_create_response_from_buffer(len, body ? body : (char *)"",
                                                              body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     if (!r) {
@@ -272,10 +277,11 @@ static int media_type_is(const char *ct, const char *type)
 
 /* ---- the first call: headers only -------------------------------------------------------------- */
 
-static enum MHD_Result answer_get(struct server *s, struct request *rq)
+static enum MHD_Result answer_here(struct server *s, struct request *rq)
 {
     struct api_answer a = {0};
-    int status = rq->route->handler->get(s, rq, &a);
+    const struct api_handler *h = rq->route->handler;
+    int status = is_post(rq->route) ? h->post(s, rq, &a) : h->get(s, rq, &a);
     if (a.text)
         return queue_answer(rq, status, a.text, a.len, a.type, -1);
     return answer_json(rq, status, a.doc);
@@ -342,6 +348,32 @@ static int check_framing(struct request *rq, struct MHD_Connection *c, char *msg
     return 0;
 }
 
+/* A small POST (a handler with post: the repository index): its body is read as any other, within
+ * SMALL_BODY_BYTES, and answered on the HTTP thread; it never reaches the batcher, so none of the
+ * inference checks apply (an index is answered while the models load, or drain). */
+static enum MHD_Result small_post_headers(struct server *s, struct request *rq, struct MHD_Connection *c)
+{
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    rq->content_length = -1;
+    if (cl && http_parse_count(cl, &rq->content_length))
+        return answer_error(rq, 400, "Content-Length '%s' is not a byte count", cl);
+    if (rq->content_length > SMALL_BODY_BYTES)
+        return answer_error(rq, 413, "body of %lld bytes exceeds the %lld bytes %s takes", rq->content_length,
+                            SMALL_BODY_BYTES, rq->route->pattern);
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    snprintf(rq->content_type, sizeof rq->content_type, "%s", ct ? ct : "");
+    const char *enc = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
+    if (enc && strcasecmp(enc, "identity"))
+        return answer_error(rq, 415, "Content-Encoding '%s' is not supported here (identity only)", enc);
+    if (!media_type_accepted(rq->route->handler, rq->content_type))
+        return answer_error(rq, 415, "Content-Type '%s' is not accepted: %s", rq->content_type,
+                            rq->route->handler->media_hint);
+    rq->deadline = rq->t_arrival + s->cfg->request_timeout_ms * 1e-3;
+    rq->state = RQ_BODY;
+    conn_watch_body(s->watch, rq->watch, rq->deadline);
+    return MHD_YES;
+}
+
 static enum MHD_Result on_headers(struct server *s, struct request *rq, struct MHD_Connection *c, const char *url,
                                   const char *method)
 {
@@ -369,10 +401,12 @@ static enum MHD_Result on_headers(struct server *s, struct request *rq, struct M
         return answer_error(rq, 401, "missing or wrong bearer token (Authorization: Bearer <token>)");
 
     rq->model = s->default_model;
+    rq->form = TRITON_FORM_IMAGE;
     const char *qmodel = rq->route->query_model ? MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "model") : NULL;
     const char *want = model[0] ? model : qmodel;
     if (want) {
-        rq->model = batcher_find_model(s->batcher, want);
+        /* A v2 path names a model view (triton.h); ?model= names a model. */
+        rq->model = model[0] ? triton_find_model(s->batcher, want, &rq->form) : batcher_find_model(s->batcher, want);
         if (rq->model < 0) {
             char known[1024];
             model_names_known(s->batcher, known, sizeof known);
@@ -380,9 +414,14 @@ static enum MHD_Result on_headers(struct server *s, struct request *rq, struct M
                                 want, known);
         }
     }
+    char why[256];
+    if (triton_check_version(want ? want : "", version, why, sizeof why))
+        return answer_error(rq, 404, "%s", why);
     const struct api_handler *h = rq->route->handler;
     if (!is_post(rq->route))
-        return answer_get(s, rq);
+        return answer_here(s, rq);
+    if (h->post) /* a small request answered here once its body is in, never queued for inference */
+        return small_post_headers(s, rq, c);
 
     /* A POST: decide every limit the headers already tell. */
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -459,9 +498,13 @@ static enum MHD_Result on_body(struct request *rq, const char *data, size_t n)
         rq->discarded += n;
         return MHD_YES;
     }
-    if ((long long)(rq->body_len + n) > cfg->max_body_bytes) {
+    int small = rq->route && rq->route->handler->post;
+    if ((long long)(rq->body_len + n) > (small ? SMALL_BODY_BYTES : cfg->max_body_bytes)) {
         char msg[160];
-        snprintf(msg, sizeof msg, "body exceeds the limit of %lld bytes (--max-body-bytes)", cfg->max_body_bytes);
+        if (small)
+            snprintf(msg, sizeof msg, "body exceeds the %lld bytes %s takes", SMALL_BODY_BYTES, rq->route->pattern);
+        else
+            snprintf(msg, sizeof msg, "body exceeds the limit of %lld bytes (--max-body-bytes)", cfg->max_body_bytes);
         reject_body(rq, 413, msg);
         rq->discarded = n;
         return MHD_YES;
@@ -470,7 +513,9 @@ static enum MHD_Result on_body(struct request *rq, const char *data, size_t n)
         return MHD_NO; /* more than announced: a broken client */
     if (rq->body_len + n > rq->body_cap) {
         /* Grow geometrically, reserving each step: what an upload holds follows what it has sent. */
-        size_t limit = rq->content_length >= 0 ? (size_t)rq->content_length : (size_t)cfg->max_body_bytes;
+        size_t limit = rq->content_length >= 0 ? (size_t)rq->content_length
+                       : small                 ? (size_t)SMALL_BODY_BYTES
+                                               : (size_t)cfg->max_body_bytes;
         size_t cap = rq->body_cap ? rq->body_cap * 2 : 64 * 1024;
         while (cap < rq->body_len + n)
             cap *= 2;
@@ -592,6 +637,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         conn_watch_busy(s->watch, rq->watch);
         if (rq->reject_status)
             return answer_error(rq, rq->reject_status, "%s", rq->reject_msg);
+        if (rq->route->handler->post)
+            return answer_here(s, rq);
         rq->state = RQ_WORKING;
         MHD_suspend_connection(c);
         if (workpool_submit(s->pool, job_start, rq)) {
@@ -643,7 +690,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls, en
     const struct batcher_model_info *mi = batcher_model(s->batcher, rq->model);
     json_t *f = json_pack("{s:s, s:s, s:s, s:i, s:s, s:i, s:I, s:I, s:f, s:s}", "request_id", rq->request_id,
                           "method", rq->method, "path", rq->path, "status", rq->answered_status, "model",
-                          mi && is_post(rq->route) ? mi->name : "", "images", rq->images, "bytes_in",
+                          mi && is_post(rq->route) && !rq->route->handler->post ? mi->name : "", "images", rq->images, "bytes_in",
                           (json_int_t)(rq->body_len + rq->discarded), "bytes_out", (json_int_t)rq->bytes_out,
                           "duration_ms", total * 1e3, "termination", cut ? cut : termination_name(toe));
     log_event(rq->answered_status >= 500 || !rq->answered_status ? "warn" : "info", "request", f);

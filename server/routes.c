@@ -6,11 +6,12 @@
 
 extern const struct api_handler api_v1_predict, api_v1_explain, api_page, api_v2_infer;
 extern const struct api_handler api_list_models, api_openapi, api_server_metadata, api_model_metadata,
-    api_model_ready, api_health_live, api_health_ready, api_metrics;
+    api_model_ready, api_model_config, api_model_stats, api_all_stats, api_repository_index, api_health_live,
+    api_health_ready, api_metrics;
 
 /* Order matters where patterns overlap: a model name may hold '/', so "/v2/models/a/ready" is the
  * readiness of "a" because that row comes before the metadata row, which would read it as the
- * metadata of "a/ready". */
+ * metadata of "a/ready"; "/v2/models/stats" (every model's, as Triton has it) comes before all. */
 static const struct route table[] = {
     {"POST", "/v1/predict", 0, 1, &api_v1_predict},
     {"POST", "/v1/explain", 0, 1, &api_v1_explain},
@@ -20,11 +21,17 @@ static const struct route table[] = {
     {"GET", "/v2/health/live", 1, 0, &api_health_live},
     {"GET", "/v2/health/ready", 1, 0, &api_health_ready},
     {"GET", "/v2", 0, 0, &api_server_metadata},
+    {"POST", "/v2/repository/index", 0, 0, &api_repository_index},
+    {"GET", "/v2/models/stats", 0, 0, &api_all_stats},
     {"POST", "/v2/models/{model}/versions/{version}/infer", 0, 0, &api_v2_infer},
     {"GET", "/v2/models/{model}/versions/{version}/ready", 0, 0, &api_model_ready},
+    {"GET", "/v2/models/{model}/versions/{version}/config", 0, 0, &api_model_config},
+    {"GET", "/v2/models/{model}/versions/{version}/stats", 0, 0, &api_model_stats},
     {"GET", "/v2/models/{model}/versions/{version}", 0, 0, &api_model_metadata},
     {"POST", "/v2/models/{model}/infer", 0, 0, &api_v2_infer},
     {"GET", "/v2/models/{model}/ready", 0, 0, &api_model_ready},
+    {"GET", "/v2/models/{model}/config", 0, 0, &api_model_config},
+    {"GET", "/v2/models/{model}/stats", 0, 0, &api_model_stats},
     {"GET", "/v2/models/{model}", 0, 0, &api_model_metadata},
     {"GET", "/metrics", 0, 0, &api_metrics},
 };

@@ -1,6 +1,6 @@
 /* Every endpoint stopcald serves, one row each (routes.c): its method, its path pattern (which is
  * also its "endpoint" label in the metrics), whether it needs the API key, and its handler. Adding
- * an endpoint is one row there and one handler (api_v1.c, api_v2.c, api_meta.c). */
+ * an endpoint is one row there and one handler (api_v1.c, api_v2.c, api_meta.c, api_triton.c). */
 #ifndef STOPCAL_SERVER_ROUTES_H
 #define STOPCAL_SERVER_ROUTES_H
 
@@ -20,9 +20,12 @@ struct api_answer {
     const char *type;
 };
 
-/* What an endpoint does. GET endpoints set get; POST endpoints the rest. */
+/* What an endpoint does. GET endpoints set get; POST endpoints that infer the rest; small POST
+ * endpoints (a JSON body of at most 64 KiB, answered on the HTTP thread) post and media_types. */
 struct api_handler {
     int (*get)(struct server *s, struct request *rq, struct api_answer *out); /* → HTTP status */
+    int (*post)(struct server *s, struct request *rq, struct api_answer *out); /* rq->body is in */
+    int triton_stats; /* its failures count in the model view's Triton statistics (triton.h) */
     /* Content-Types a body may have (NULL-terminated; "" stands for none sent), and the advice a
      * 415 answer gives. */
     const char *const *media_types;

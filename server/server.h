@@ -63,6 +63,7 @@ struct request {
     enum request_state state;
     const struct route *route; /* NULL: no route serves the path */
     int model;          /* index, or −1 */
+    int form;           /* which v2 view of it the path names (triton.h): {m} or {m}_pixels */
     char method[16];
     char path[256];
     char request_id[72];

@@ -48,16 +48,24 @@ void triton_each_view(const struct batcher *e, void (*fn)(void *ctx, int model, 
     }
 }
 
-int triton_check_version(const struct batcher_model_info *m, const char *rest, char *err, size_t errlen)
+void triton_each_canonical_view(const struct batcher *e,
+                                void (*fn)(void *ctx, int model, int form, const char *name), void *ctx)
 {
-    if (strncmp(rest, "/versions/", 10) != 0)
+    for (int i = 0; i < batcher_model_count(e); i++)
+        both_views(e, i, batcher_model(e, i)->name, fn, ctx);
+}
+
+void triton_view_name(const struct batcher *e, int model, int form, char *out, size_t len)
+{
+    snprintf(out, len, "%s%s", batcher_model(e, model)->name, form == TRITON_FORM_PIXELS ? TRITON_PIXELS_SUFFIX : "");
+}
+
+int triton_check_version(const char *name, const char *version, char *err, size_t errlen)
+{
+    if (!version || !*version || strcmp(version, TRITON_MODEL_VERSION) == 0)
         return 0;
-    const char *v = rest + 10, *end = strchr(v, '/');
-    size_t n = end ? (size_t)(end - v) : strlen(v);
-    if (n == strlen(TRITON_MODEL_VERSION) && memcmp(v, TRITON_MODEL_VERSION, n) == 0)
-        return 0;
-    snprintf(err, errlen, "model '%s' has no version '%.*s' (it serves version " TRITON_MODEL_VERSION ")", m->name,
-             (int)(n > 64 ? 64 : n), v);
+    snprintf(err, errlen, "model '%s' has no version '%.64s' (it serves version " TRITON_MODEL_VERSION ")", name,
+             version);
     return -1;
 }
 

@@ -6,7 +6,9 @@
  * Views: a generic v2 client sends every input the metadata lists, but infer takes one input form
  * per request. So each loaded model is offered under two names: "{m}" takes the FITS file as BYTES
  * input "image" (and, for existing clients, still accepts "pixels"), "{m}_pixels" takes only the
- * preprocessed FP32/BF16 input "pixels". Aliases (--alias, model_names.h) get the same two views. */
+ * preprocessed FP32/BF16 input "pixels". Aliases (--alias, model_names.h) get the same two views.
+ * Answers name the view by its canonical name (the model's own name, plus the suffix for the pixels
+ * view), as /v1 and the v2 infer answer always did for an alias. */
 #ifndef STOPCAL_SERVER_TRITON_H
 #define STOPCAL_SERVER_TRITON_H
 
@@ -31,10 +33,16 @@ int triton_find_model(const struct batcher *e, const char *name, int *form);
  * followed by its pixels view. fn is called with the model, the form and the name. */
 void triton_each_view(const struct batcher *e, void (*fn)(void *ctx, int model, int form, const char *name),
                       void *ctx);
+/* The same for the canonical names only (one call per view: the statistics of every model). */
+void triton_each_canonical_view(const struct batcher *e,
+                                void (*fn)(void *ctx, int model, int form, const char *name), void *ctx);
 
-/* "/versions/{v}/..." in a v2 path (rest = the path after "/v2/models/{m}"): 0 when there is no
- * version or it is TRITON_MODEL_VERSION, else −1 with a message in err. */
-int triton_check_version(const struct batcher_model_info *m, const char *rest, char *err, size_t errlen);
+/* The canonical name of a view: the model's name, with TRITON_PIXELS_SUFFIX for the pixels view. */
+void triton_view_name(const struct batcher *e, int model, int form, char *out, size_t len);
+
+/* The version a request names (NULL or "": none, the one version): 0 when it is served, else −1
+ * with "model 'NAME' has no version 'V' (it serves version 1)" in err. */
+int triton_check_version(const char *name, const char *version, char *err, size_t errlen);
 
 /* One tensor as the model configuration describes it: dims without the batch dimension. */
 struct triton_tensor {

@@ -361,8 +361,10 @@ static void answer(struct rjob *j)
         pe[i].value = &pv[i];
         params[i] = &pe[i];
     }
+    char view[300];
+    triton_view_name(j->srv->batcher, j->model, j->form, view, sizeof view);
     Inference__ModelInferResponse r = INFERENCE__MODEL_INFER_RESPONSE__INIT;
-    r.model_name = j->msg->model_name;
+    r.model_name = view;
     r.model_version = TRITON_MODEL_VERSION;
     r.id = j->msg->id;
     r.n_parameters = 4;
@@ -513,9 +515,9 @@ static void parse_task(void *arg)
                  j->msg->model_name);
         return;
     }
-    if (*j->msg->model_version && strcmp(j->msg->model_version, TRITON_MODEL_VERSION) != 0) {
-        job_fail(j, GRPC_STATUS_NOT_FOUND, "model_version: model '%s' has no version '%s' (it serves version "
-                 TRITON_MODEL_VERSION ")", j->msg->model_name, j->msg->model_version);
+    char why[256];
+    if (triton_check_version(j->msg->model_name, j->msg->model_version, why, sizeof why)) {
+        job_fail(j, GRPC_STATUS_NOT_FOUND, "model_version: %s", why);
         return;
     }
     if (!batcher_live(s->batcher)) {

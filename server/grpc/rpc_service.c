@@ -1,6 +1,7 @@
 /* inference.GRPCInferenceService: every RPC but ModelInfer is answered here, on the gRPC thread,
- * from the same facts as the REST endpoints (triton.h): health, server and model metadata, the
- * model configuration, statistics and the repository index. */
+ * from the same facts as the REST endpoints (triton.h, api_triton.c): health, server and model
+ * metadata, the model configuration, statistics and the repository index, each naming the view by
+ * its canonical name. */
 #include "rpc.h"
 
 #include "grpc_service.pb-c.h"
@@ -34,9 +35,9 @@ static int find_model(struct rpc_request *req, const char *name, const char *ver
                  name ? name : "");
         return -1;
     }
-    if (version && *version && strcmp(version, TRITON_MODEL_VERSION) != 0) {
-        rpc_fail(req, GRPC_STATUS_NOT_FOUND, "version: model '%s' has no version '%s' (it serves version "
-                 TRITON_MODEL_VERSION ")", name, version);
+    char why[256];
+    if (triton_check_version(name, version, why, sizeof why)) {
+        rpc_fail(req, GRPC_STATUS_NOT_FOUND, "version: %s", why);
         return -1;
     }
     return m;
@@ -118,9 +119,10 @@ static void model_metadata(struct rpc_request *req)
     in[0] = &tm[0];
     out[0] = &tm[1];
     out[1] = &tm[2];
-    char *versions[] = {TRITON_MODEL_VERSION};
+    char *versions[] = {TRITON_MODEL_VERSION}, name[300];
+    triton_view_name(req->srv->batcher, m, form, name, sizeof name);
     Inference__ModelMetadataResponse r = INFERENCE__MODEL_METADATA_RESPONSE__INIT;
-    r.name = msg->name;
+    r.name = name;
     r.n_versions = 1;
     r.versions = versions;
     r.platform = "stopcal";
@@ -170,8 +172,9 @@ static void model_config(struct rpc_request *req)
         outs[o].n_dims = (size_t)v.outputs[o].ndims;
         outs[o].dims = dims[1 + o];
     }
-    char group_name[300];
-    snprintf(group_name, sizeof group_name, "%s_0", msg->name);
+    char name[300], group_name[310];
+    triton_view_name(req->srv->batcher, m, form, name, sizeof name);
+    snprintf(group_name, sizeof group_name, "%s_0", name);
     Inference__ModelInstanceGroup group = INFERENCE__MODEL_INSTANCE_GROUP__INIT, *groups[1] = {&group};
     group.name = group_name;
     group.kind = strcmp(v.info->backend, "cpu") == 0 ? INFERENCE__MODEL_INSTANCE_GROUP__KIND__KIND_CPU
@@ -195,7 +198,7 @@ static void model_config(struct rpc_request *req)
         params[i] = &pe[i];
     }
     Inference__ModelConfig c = INFERENCE__MODEL_CONFIG__INIT;
-    c.name = msg->name;
+    c.name = name;
     c.platform = "stopcal";
     c.backend = "stopcal";
     c.version_policy = &policy;
@@ -318,9 +321,11 @@ static void model_statistics(struct rpc_request *req)
             inference__model_statistics_request__free_unpacked(msg, NULL);
             return;
         }
-        add_view(&l, m, form, msg->name);
-    } else {
-        triton_each_view(req->srv->batcher, add_view, &l);
+        char name[300];
+        triton_view_name(req->srv->batcher, m, form, name, sizeof name);
+        add_view(&l, m, form, name);
+    } else { /* every view once, by its canonical name (an alias shares its model's counters) */
+        triton_each_canonical_view(req->srv->batcher, add_view, &l);
     }
     struct stats_entry *e = calloc((size_t)(l.n ? l.n : 1), sizeof *e);
     Inference__ModelStatistics **list = calloc((size_t)(l.n ? l.n : 1), sizeof *list);

@@ -40,7 +40,8 @@ static void test_every_row_is_reachable(void)
         expect_route(r->method, path, r->pattern, strstr(r->pattern, "{model}") ? "some/model" : "",
                      strstr(r->pattern, "{version}") ? "3" : "");
         CHECK(r->handler && (strcmp(r->method, "GET") == 0 ? r->handler->get != NULL
-                                                             : r->handler->parse && r->handler->answer),
+                                                             : (r->handler->parse && r->handler->answer) ||
+                                                                   r->handler->post),
               "%s %s has the handler its method needs", r->method, r->pattern);
     }
     CHECK(routes_index(NULL) == routes_count(), "unknown paths are counted as 'other'");
@@ -53,6 +54,10 @@ static void test_model_names_and_suffixes(void)
     expect_route("GET", "/v2/models/surf/dino_big_lora", "/v2/models/{model}", "surf/dino_big_lora", "");
     expect_route("GET", "/v2/models/a/versions/1", "/v2/models/{model}/versions/{version}", "a", "1");
     expect_route("POST", "/v2/models/a/b/versions/x/infer", "/v2/models/{model}/versions/{version}/infer", "a/b", "x");
+    expect_route("GET", "/v2/models/a/b/versions/1/config", "/v2/models/{model}/versions/{version}/config", "a/b", "1");
+    expect_route("GET", "/v2/models/a/b/stats", "/v2/models/{model}/stats", "a/b", "");
+    expect_route("GET", "/v2/models/stats", "/v2/models/stats", "", "");
+    expect_route("POST", "/v2/repository/index", "/v2/repository/index", "", "");
     expect_route("HEAD", "/v2/health/ready", "/v2/health/ready", "", "");
     expect_route("GET", "/v2/", "/v2", "", "");
     char m[128], v[64], allow[32];
