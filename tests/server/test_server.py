@@ -89,9 +89,14 @@ def endpoint_tests():
     def test_v2_model_metadata_and_ready():
         doc = curl(srv.url("/v2/models/b")).json()
         check(doc["name"] == "b" and doc["platform"] == "stopcal", doc)
-        check({i["name"] for i in doc["inputs"]} == {"image", "pixels"}, doc)
+        # one view per input form (a generic client sends every listed input)
+        check([(i["name"], i["datatype"]) for i in doc["inputs"]] == [("image", "BYTES")], doc)
+        check(doc["versions"] == ["1"], doc)
         check({o["name"] for o in doc["outputs"]} == {"continue_score", "logit"}, doc)
         check(doc["parameters"]["sha256"] == sha256(A.model_b), doc)
+        doc = curl(srv.url("/v2/models/b_pixels/versions/1")).json()
+        check(doc["name"] == "b_pixels" and [(i["name"], i["shape"]) for i in doc["inputs"]] ==
+              [("pixels", [-1, 3, S, S])], doc)
         r = curl(srv.url("/v2/models/a/ready"))
         check(r.status == 200 and r.json()["ready"] is True, r)
         r = curl(srv.url("/v2/models/a/versions/1/ready"))
@@ -102,7 +107,9 @@ def endpoint_tests():
         doc = r.json()
         check(r.status == 200 and doc["openapi"].startswith("3."), doc.get("openapi"))
         for p in ["/v1/predict", "/v1/models", "/v1/openapi.json", "/metrics", "/v2", "/v2/health/live",
-                  "/v2/health/ready", "/v2/models/{model}", "/v2/models/{model}/ready", "/v2/models/{model}/infer"]:
+                  "/v2/health/ready", "/v2/models/{model}", "/v2/models/{model}/ready", "/v2/models/{model}/infer",
+                  "/v2/models/{model}/config", "/v2/models/{model}/stats", "/v2/models/stats", "/v2/repository/index",
+                  "/v2/models/{model}/versions/{version}/config"]:
             check(p in doc["paths"], "openapi lacks %s" % p)
 
     def test_predict_raw_fits_matches_stopcal_infer():
