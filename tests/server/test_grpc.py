@@ -109,7 +109,7 @@ def scores(result):
 # ---- rpcs ------------------------------------------------------------------------------------------
 
 def rpc_tests():
-    srv = grpc_server(["a=" + A.model_a, "b=" + A.model_b])
+    srv = grpc_server(["a=" + A.model_a, "b=" + A.model_b], "--alias", "short=a")
     c = client_for(srv)
     images = [write_fits("g%d.fits" % i, 500 + i) for i in range(3)]
     want = stopcal_infer(A.infer, A.model_a, images)
@@ -138,7 +138,7 @@ def rpc_tests():
         check(cfg["dynamic_batching"]["preferred_batch_size"] == [8], cfg)
         idx = c.get_model_repository_index(as_json=True)["models"]
         check(sorted((m["name"], m["version"], m["state"]) for m in idx) ==
-              [(n, "1", "READY") for n in ["a", "a_pixels", "b", "b_pixels"]], idx)
+              [(n, "1", "READY") for n in ["a", "a_pixels", "b", "b_pixels", "short", "short_pixels"]], idx)
         before = c.get_inference_statistics("a", as_json=True)["model_stats"][0]
         c.infer("a", [fits_input(images[:2])])
         after = c.get_inference_statistics("a", "1", as_json=True)["model_stats"][0]
@@ -192,6 +192,19 @@ def rpc_tests():
         ref = stopcal_infer(A.infer, A.model_a, ["--pixels", write_pixels("g1ch.f32", one * 3)])["g1ch.f32"]
         check(abs(scores(r)[0] - ref["continue_score"]) <= TOL, (scores(r), ref))
 
+    def test_aliases_answer_with_the_canonical_view_as_rest_does():
+        check(c.get_model_metadata("short_pixels", as_json=True)["name"] == "a_pixels", "metadata")
+        check(c.get_model_config("short_pixels", "1", as_json=True)["config"]["name"] == "a_pixels", "config")
+        check(c.get_inference_statistics("short", as_json=True)["model_stats"][0]["name"] == "a", "stats")
+        r = c.infer("short", [fits_input(images[:1])])
+        check(r.get_response(as_json=True)["model_name"] == "a", r.get_response(as_json=True))
+        check(abs(scores(r)[0] - want[os.path.basename(images[0])]["continue_score"]) <= TOL, scores(r))
+        r = c.infer("short_pixels", [pixels_input(pix[0], 1)])
+        check(r.get_response(as_json=True)["model_name"] == "a_pixels", r.get_response(as_json=True))
+        # the same over REST
+        doc = curl(srv.url("/v2/models/short_pixels")).json()
+        check(doc["name"] == "a_pixels" and [i["name"] for i in doc["inputs"]] == ["pixels"], doc)
+
     def test_metrics_count_grpc_calls():
         text = curl(srv.url("/metrics")).body.decode()
         ok = [ln for ln in text.splitlines() if ln.startswith('stopcal_grpc_requests_total{method="ModelInfer",code="OK"}')]
@@ -207,7 +220,7 @@ def rpc_tests():
 
     rc = run_tests([test_health_and_metadata_rpcs, test_config_statistics_and_index_rpcs,
                     test_infer_fits_bytes_matches_stopcal_infer, test_infer_fp32_pixels_on_both_views,
-                    test_metrics_count_grpc_calls], 240)
+                    test_aliases_answer_with_the_canonical_view_as_rest_does, test_metrics_count_grpc_calls], 240)
     c.close()
     if srv.stop() != 0:
         print("FAIL server exit status")
