@@ -12,7 +12,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serverlib import Server, check, curl, run_tests, stopcal_infer, write_fits  # noqa: E402
+from serverlib import Server, check, curl, run_tests, stopcal_infer, write_fits, TMP  # noqa: E402
 import test_grpc  # noqa: E402 - its venv, perf_analyzer and data helpers
 from test_grpc import gauss_pixels, perf_analyzer, perf_data_files, reexec_in_venv, write_pixels  # noqa: E402
 
@@ -103,6 +103,16 @@ def http_tests():
         check(r.status == 200 and len(r.json()) == 6, r)
         r = curl(srv.url("/v2/repository/index"), "-X", "POST", "--data-binary", '{"ready": 3}')
         check(r.status == 400 and "ready" in r.json()["error"], r)
+        # a small request: answered on the HTTP thread, its body bounded whichever way it is framed
+        big = os.path.join(TMP, "big_index.json")
+        with open(big, "w") as f:
+            f.write('{"ready": false, "pad": "%s"}' % ("x" * 70000))
+        for framing in ((), ("-H", "Transfer-Encoding: chunked")):
+            r = curl(srv.url("/v2/repository/index"), "-X", "POST", *framing, "--data-binary", "@" + big)
+            check(r.status == 413 and "/v2/repository/index" in r.json()["error"], (framing, r))
+        r = curl(srv.url("/v2/repository/index"), "-X", "POST", "-H", "Content-Encoding: gzip", "--data-binary", "x")
+        check(r.status == 415, r)
+        check(curl(srv.url("/v2/repository/index")).status == 405, "GET on the index is a 405")
         doc = curl(srv.url("/v1/models")).json()
         by_name = {m["name"]: m for m in doc["models"]}
         check(by_name["a"]["v2_models"] == ["a", "a_pixels", "short", "short_pixels"], by_name["a"])
