@@ -233,7 +233,7 @@ struct view_list {
     int n, cap;
     struct view_ref {
         int model, form;
-        char name[160];
+        char name[300];
     } *v;
 };
 
