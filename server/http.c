@@ -688,9 +688,10 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls, en
     else
         atomic_fetch_add(&s->aborted, 1);
     const struct batcher_model_info *mi = batcher_model(s->batcher, rq->model);
+    int infers = is_post(rq->route) && !rq->route->handler->post;
     json_t *f = json_pack("{s:s, s:s, s:s, s:i, s:s, s:i, s:I, s:I, s:f, s:s}", "request_id", rq->request_id,
                           "method", rq->method, "path", rq->path, "status", rq->answered_status, "model",
-                          mi && is_post(rq->route) && !rq->route->handler->post ? mi->name : "", "images", rq->images, "bytes_in",
+                          mi && infers ? mi->name : "", "images", rq->images, "bytes_in",
                           (json_int_t)(rq->body_len + rq->discarded), "bytes_out", (json_int_t)rq->bytes_out,
                           "duration_ms", total * 1e3, "termination", cut ? cut : termination_name(toe));
     log_event(rq->answered_status >= 500 || !rq->answered_status ? "warn" : "info", "request", f);
