@@ -1,6 +1,7 @@
 /* libstopcal: see stopcal.h. One CURL easy handle per client, behind a mutex; curl_easy_reset
  * between requests keeps the connection cache, so connections are reused. */
 #include "stopcal.h"
+#include "error_message.h"
 
 #include "image.h"
 #include "model.h"
@@ -45,16 +46,6 @@ struct buf {
     size_t len, cap;
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 const char *stopcal_strerror(int status)
 {
     switch (status) {
@@ -98,7 +89,7 @@ static int add_urls(stopcal_client *c, const char *list, char *err, size_t errle
             n--;
         if (n) {
             if (c->n_urls == MAX_URLS) {
-                seterr(err, errlen, "too many server URLs (at most %d)", MAX_URLS);
+                error_set(err, errlen, 0, "too many server URLs (at most %d)", MAX_URLS);
                 return STOPCAL_EINVAL;
             }
             int scheme = n >= 7 && (!strncmp(p, "http://", 7) || (n >= 8 && !strncmp(p, "https://", 8)));
@@ -119,14 +110,14 @@ static char *read_token_file(const char *path, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
-        seterr(err, errlen, "cannot read the API key file %s", path);
+        error_set(err, errlen, 0, "cannot read the API key file %s", path);
         return NULL;
     }
     char line[4096];
     char *r = fgets(line, sizeof line, f);
     fclose(f);
     if (!r) {
-        seterr(err, errlen, "the API key file %s is empty", path);
+        error_set(err, errlen, 0, "the API key file %s is empty", path);
         return NULL;
     }
     line[strcspn(line, "\r\n")] = 0;
@@ -143,7 +134,7 @@ int stopcal_client_new(stopcal_client **out, const struct stopcal_options *opt, 
     }
     pthread_once(&curl_once, curl_init);
     if (curl_init_rc != CURLE_OK) {
-        seterr(err, errlen, "curl_global_init failed");
+        error_set(err, errlen, 0, "curl_global_init failed");
         return STOPCAL_ENOMEM;
     }
     stopcal_client *c = calloc(1, sizeof *c);
@@ -159,7 +150,7 @@ int stopcal_client_new(stopcal_client **out, const struct stopcal_options *opt, 
         rc = add_urls(c, env && *env ? env : "http://127.0.0.1:8080", err, errlen);
     }
     if (rc == STOPCAL_OK && c->n_urls == 0) {
-        seterr(err, errlen, "no server URL given");
+        error_set(err, errlen, 0, "no server URL given");
         rc = STOPCAL_EINVAL;
     }
     char *token = NULL;
@@ -185,7 +176,7 @@ int stopcal_client_new(stopcal_client **out, const struct stopcal_options *opt, 
     if (rc == STOPCAL_OK && opt->model && *opt->model && !(c->model = strdup(opt->model)))
         rc = STOPCAL_ENOMEM;
     if (rc == STOPCAL_OK && !(c->curl = curl_easy_init())) {
-        seterr(err, errlen, "curl_easy_init failed");
+        error_set(err, errlen, 0, "curl_easy_init failed");
         rc = STOPCAL_ENOMEM;
     }
     if (rc != STOPCAL_OK) {
@@ -389,11 +380,11 @@ static int exchange(stopcal_client *c, const struct request *rq, struct reply *r
             CURLcode cc = attempt(c, rq, s, rp, &h, curlerr);
             rp->server = s;
             if (cc == CURLE_OUT_OF_MEMORY) {
-                seterr(err, errlen, "out of memory");
+                error_set(err, errlen, 0, "out of memory");
                 return STOPCAL_ENOMEM;
             }
             if (cc == CURLE_READ_ERROR && rq->files) {
-                seterr(err, errlen, "cannot read a file to send: %s", curlerr[0] ? curlerr : curl_easy_strerror(cc));
+                error_set(err, errlen, 0, "cannot read a file to send: %s", curlerr[0] ? curlerr : curl_easy_strerror(cc));
                 return STOPCAL_EINVAL;
             }
             if (cc != CURLE_OK) {
@@ -415,11 +406,11 @@ static int exchange(stopcal_client *c, const struct request *rq, struct reply *r
             char tmp[256];
             json_error_text(&rp->body, tmp, sizeof tmp);
             if (rp->status == 401 || rp->status == 403) {
-                seterr(err, errlen, "%s refused the request (HTTP %ld, authentication): %s; set STOPCAL_API_KEY or "
+                error_set(err, errlen, 0, "%s refused the request (HTTP %ld, authentication): %s; set STOPCAL_API_KEY or "
                        "--api-key-file to the server's token", c->urls[s], rp->status, tmp);
                 return STOPCAL_EAUTH;
             }
-            seterr(err, errlen, "%s answered HTTP %ld: %s", c->urls[s], rp->status, tmp);
+            error_set(err, errlen, 0, "%s answered HTTP %ld: %s", c->urls[s], rp->status, tmp);
             return STOPCAL_EHTTP;
         }
         if (round + 1 < rounds) {
@@ -437,9 +428,9 @@ static int exchange(stopcal_client *c, const struct request *rq, struct reply *r
         }
     }
     if (rounds > 1)
-        seterr(err, errlen, "%s (after %d attempts)", last_msg, rounds);
+        error_set(err, errlen, 0, "%s (after %d attempts)", last_msg, rounds);
     else
-        seterr(err, errlen, "%s", last_msg);
+        error_set(err, errlen, 0, "%s", last_msg);
     return last;
 }
 
@@ -460,7 +451,7 @@ static int parse_v1(const struct buf *b, struct stopcal_response *resp, char *er
     json_t *doc = json_loads(b->data ? b->data : "", 0, &je);
     json_t *results = doc ? json_object_get(doc, "results") : NULL;
     if (!json_is_array(results)) {
-        seterr(err, errlen, "the server's answer is not a predict result: %s", doc ? "no \"results\"" : je.text);
+        error_set(err, errlen, 0, "the server's answer is not a predict result: %s", doc ? "no \"results\"" : je.text);
         json_decref(doc);
         return STOPCAL_EPROTO;
     }
@@ -567,7 +558,7 @@ static int fetch_config(stopcal_client *c, char *err, size_t errlen)
         json_t *models = json_object_get(doc, "models"), *m;
         size_t i;
         rc = STOPCAL_EPROTO;
-        seterr(err, errlen, "GET /v1/models does not list the model %s", want ? want : "(default)");
+        error_set(err, errlen, 0, "GET /v1/models does not list the model %s", want ? want : "(default)");
         json_array_foreach(models, i, m)
         {
             const char *nm = json_string_value(json_object_get(m, "name"));
@@ -585,7 +576,7 @@ static int fetch_config(stopcal_client *c, char *err, size_t errlen)
                 c->have_config = 1;
                 rc = STOPCAL_OK;
             } else
-                seterr(err, errlen, "the model configuration from GET /v1/models is not usable: %s",
+                error_set(err, errlen, 0, "the model configuration from GET /v1/models is not usable: %s",
                        cfg ? perr : "no \"config\"");
             free(cfg);
             break;
@@ -618,7 +609,7 @@ static int predict_local(stopcal_client *c, const char *const *names, const unsi
         int ir = image_to_tensor(all + (size_t)i * 3 * plane, bytes[i], lens[i], NULL, &c->config, 0, &st[i], ierr,
                                  sizeof ierr);
         if (ir != IMAGE_OK) {
-            seterr(err, errlen, "%s: %s", names[i], ierr);
+            error_set(err, errlen, 0, "%s: %s", names[i], ierr);
             free(t3), free(st), free(all);
             return ir == IMAGE_ENOMEM ? STOPCAL_ENOMEM : STOPCAL_EIMAGE;
         }
@@ -673,7 +664,7 @@ static int predict_local(stopcal_client *c, const char *const *names, const unsi
         }
         json_t *params = json_object_get(doc, "parameters");
         if (json_array_size(logits) != (size_t)n) {
-            seterr(err, errlen, "the v2 answer has no logit for every image");
+            error_set(err, errlen, 0, "the v2 answer has no logit for every image");
             rc = STOPCAL_EPROTO;
         } else {
             struct stopcal_image_result *r = realloc(resp->results, (size_t)(resp->n_results + n) * sizeof *r);
@@ -719,7 +710,7 @@ static int predict_files_locked(stopcal_client *c, const char *const *paths, int
         const char *names[FILES_PER_REQUEST];
         for (int i = 0; i < m; i++) {
             if (!paths[at + i]) {
-                seterr(err, errlen, "NULL path");
+                error_set(err, errlen, 0, "NULL path");
                 return STOPCAL_EINVAL;
             }
             names[i] = base_name(paths[at + i]);
@@ -733,7 +724,7 @@ static int predict_files_locked(stopcal_client *c, const char *const *paths, int
                 char ierr[256];
                 int ir = image_read_file(paths[at + i], IMAGE_DEFAULT_MAX_BYTES, &bytes[i], &lens[i], ierr, sizeof ierr);
                 if (ir != IMAGE_OK) {
-                    seterr(err, errlen, "%s: %s", paths[at + i], ierr);
+                    error_set(err, errlen, 0, "%s: %s", paths[at + i], ierr);
                     rc = ir == IMAGE_ENOMEM ? STOPCAL_ENOMEM : STOPCAL_EINVAL;
                 }
             }
@@ -745,7 +736,7 @@ static int predict_files_locked(stopcal_client *c, const char *const *paths, int
             FILE *f;
             for (int i = 0; i < m; i++) {
                 if (!(f = fopen(paths[at + i], "rb"))) {
-                    seterr(err, errlen, "cannot open %s", paths[at + i]);
+                    error_set(err, errlen, 0, "cannot open %s", paths[at + i]);
                     return STOPCAL_EINVAL;
                 }
                 fclose(f);
@@ -760,7 +751,7 @@ static int predict_files_locked(stopcal_client *c, const char *const *paths, int
             return rc;
         /* N files in, N results out: a shorter answer is an error, never a shorter table. */
         if (resp->n_results - before != m) {
-            seterr(err, errlen, "the server answered %d results for %d files", resp->n_results - before, m);
+            error_set(err, errlen, 0, "the server answered %d results for %d files", resp->n_results - before, m);
             return STOPCAL_EPROTO;
         }
     }
@@ -772,7 +763,7 @@ int stopcal_predict_files(stopcal_client *c, const char *const *paths, int n, st
 {
     memset(resp, 0, sizeof *resp);
     if (!c || !paths || n <= 0) {
-        seterr(err, errlen, "no files to score");
+        error_set(err, errlen, 0, "no files to score");
         return STOPCAL_EINVAL;
     }
     pthread_mutex_lock(&c->mu);
@@ -794,7 +785,7 @@ int stopcal_predict_buffer(stopcal_client *c, const char *name, const void *data
 {
     memset(resp, 0, sizeof *resp);
     if (!c || !data || !len) {
-        seterr(err, errlen, "empty buffer");
+        error_set(err, errlen, 0, "empty buffer");
         return STOPCAL_EINVAL;
     }
     if (!name)
@@ -828,7 +819,7 @@ void stopcal_response_free(struct stopcal_response *resp)
 int stopcal_health(stopcal_client *c, int i, char *err, size_t errlen)
 {
     if (!c || i < 0 || i >= c->n_urls) {
-        seterr(err, errlen, "no server %d", i);
+        error_set(err, errlen, 0, "no server %d", i);
         return STOPCAL_EINVAL;
     }
     pthread_mutex_lock(&c->mu);
@@ -850,12 +841,12 @@ int stopcal_explain_file(stopcal_client *c, const char *path, const char *format
     *body = NULL;
     *len = 0;
     if (!c || !path || !format || (strcmp(format, "json") && strcmp(format, "fits") && strcmp(format, "png"))) {
-        seterr(err, errlen, "explain: format must be json, fits or png");
+        error_set(err, errlen, 0, "explain: format must be json, fits or png");
         return STOPCAL_EINVAL;
     }
     FILE *f = fopen(path, "rb");
     if (!f) {
-        seterr(err, errlen, "cannot open %s", path);
+        error_set(err, errlen, 0, "cannot open %s", path);
         return STOPCAL_EINVAL;
     }
     fclose(f);
@@ -874,7 +865,7 @@ int stopcal_explain_file(stopcal_client *c, const char *path, const char *format
     if (rc != STOPCAL_OK || !rp.body.data) {
         free(rp.body.data);
         if (rc == STOPCAL_OK) {
-            seterr(err, errlen, "the server answered an empty body");
+            error_set(err, errlen, 0, "the server answered an empty body");
             rc = STOPCAL_EPROTO;
         }
         return rc;

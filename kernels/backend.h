@@ -7,6 +7,8 @@
 #ifndef STOPCAL_BACKEND_H
 #define STOPCAL_BACKEND_H
 
+#include "error_message.h"
+
 #include <stddef.h>
 
 enum backend_status {
@@ -118,6 +120,9 @@ int backend_cpu_create(struct backend *be, const struct backend_options *o, char
 const char *backend_cpu_kernels(const struct backend *be);
 
 static inline const char *backend_error(const struct backend *be) { return be->error; }
+/* Record a message in be->error through the one error formatter (models/error_message.h) and return code:
+ * `return backend_fail(be, BACKEND_EINVAL, "linear: %d rows", m);`. */
+#define backend_fail(be, code, ...) error_set((be)->error, sizeof (be)->error, (code), __VA_ARGS__)
 void backend_destroy(struct backend *be);
 
 #endif

@@ -2,6 +2,7 @@
  * only (the head never looks at the others), then Linear → ReLU → Linear. Weights go to the
  * backend once; activations live in buffers reserved for the largest batch, reused every call. */
 #include "vit.h"
+#include "error_message.h"
 
 #include "posembed.h"
 
@@ -46,15 +47,6 @@ struct vit {
     void *logits;   /* (B) */
 };
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return code;
-}
-
 static void *upload(struct vit *v, const struct model *m, const char *name, enum weight_kind kind,
                     int *rc, char *err, size_t errlen)
 {
@@ -62,7 +54,7 @@ static void *upload(struct vit *v, const struct model *m, const char *name, enum
         return NULL;
     const struct model_tensor *t = model_find(m, name);
     if (!t) { /* model_open checked the set; only reachable with a hand-built model */
-        *rc = fail(err, errlen, BACKEND_EINVAL, "model has no tensor %s", name);
+        *rc = error_set(err, errlen, BACKEND_EINVAL, "model has no tensor %s", name);
         return NULL;
     }
     size_t n = model_tensor_numel(t);
@@ -70,14 +62,14 @@ static void *upload(struct vit *v, const struct model *m, const char *name, enum
     size_t rows = kind == WEIGHT_VECTOR || t->ndim < 1 ? 1 : (size_t)t->shape[0];
     float *host = malloc(n * sizeof(float));
     if (!host) {
-        *rc = fail(err, errlen, BACKEND_ENOMEM, "out of memory widening %s", name);
+        *rc = error_set(err, errlen, BACKEND_ENOMEM, "out of memory widening %s", name);
         return NULL;
     }
     model_tensor_to_f32(t, host);
     void *dev = v->be->ops->upload_weight(v->be, host, rows, rows ? n / rows : 0, kind);
     free(host);
     if (!dev)
-        *rc = fail(err, errlen, BACKEND_ENOMEM, "uploading %s: %s", name, v->be->error);
+        *rc = error_set(err, errlen, BACKEND_ENOMEM, "uploading %s: %s", name, v->be->error);
     return dev;
 }
 
@@ -86,7 +78,7 @@ int vit_create(struct vit **out, const struct model *m, struct backend *be, char
     struct vit *v = calloc(1, sizeof *v);
     const struct model_config *c = &m->config;
     if (!v)
-        return fail(err, errlen, BACKEND_ENOMEM, "out of memory");
+        return error_set(err, errlen, BACKEND_ENOMEM, "out of memory");
     v->be = be;
     v->cfg = *c;
     v->blocks = calloc((size_t)c->depth, sizeof *v->blocks);
@@ -94,7 +86,7 @@ int vit_create(struct vit **out, const struct model *m, struct backend *be, char
     v->pos_stored = pos ? malloc(model_tensor_numel(pos) * sizeof(float)) : NULL;
     if (!v->blocks || !v->pos_stored) {
         vit_destroy(v);
-        return fail(err, errlen, BACKEND_ENOMEM, "out of memory");
+        return error_set(err, errlen, BACKEND_ENOMEM, "out of memory");
     }
     model_tensor_to_f32(pos, v->pos_stored);
     int rc = 0;
@@ -201,10 +193,10 @@ static int ensure_pos(struct vit *v, int grid, char *err, size_t errlen)
     size_t n = (size_t)(1 + grid * grid) * D;
     float *host = malloc(n * sizeof(float));
     if (!host)
-        return fail(err, errlen, BACKEND_ENOMEM, "out of memory resizing the positional embedding");
+        return error_set(err, errlen, BACKEND_ENOMEM, "out of memory resizing the positional embedding");
     if (pos_embed_resize(host, v->pos_stored, v->cfg.pos_embed_grid, grid, D, v->cfg.pos_interp)) {
         free(host);
-        return fail(err, errlen, BACKEND_ENOMEM, "out of memory resizing the positional embedding");
+        return error_set(err, errlen, BACKEND_ENOMEM, "out of memory resizing the positional embedding");
     }
     if (v->be->ops->graph_forget)
         v->be->ops->graph_forget(v->be, v);
@@ -213,7 +205,7 @@ static int ensure_pos(struct vit *v, int grid, char *err, size_t errlen)
     free(host);
     v->pos_grid = v->pos ? grid : 0;
     if (!v->pos)
-        return fail(err, errlen, BACKEND_ENOMEM, "positional embedding: %s", v->be->error);
+        return error_set(err, errlen, BACKEND_ENOMEM, "positional embedding: %s", v->be->error);
     return 0;
 }
 
@@ -221,7 +213,7 @@ int vit_reserve(struct vit *v, int max_batch, int image_size, char *err, size_t 
 {
     const struct model_config *c = &v->cfg;
     if (max_batch < 1 || image_size < c->patch_size || image_size % c->patch_size)
-        return fail(err, errlen, BACKEND_EINVAL, "image size %d must be a positive multiple of the "
+        return error_set(err, errlen, BACKEND_EINVAL, "image size %d must be a positive multiple of the "
                     "patch size %d (batch %d)", image_size, c->patch_size, max_batch);
     int rc = ensure_pos(v, image_size / c->patch_size, err, errlen);
     if (rc)
@@ -252,7 +244,7 @@ int vit_reserve(struct vit *v, int max_batch, int image_size, char *err, size_t 
         *plan[i].buf = v->be->ops->alloc(v->be, plan[i].n);
         if (!*plan[i].buf) {
             release_activations(v);
-            return fail(err, errlen, BACKEND_ENOMEM, "reserving batch %d at %d px: %s", max_batch,
+            return error_set(err, errlen, BACKEND_ENOMEM, "reserving batch %d at %d px: %s", max_batch,
                         image_size, v->be->error);
         }
     }
@@ -343,7 +335,7 @@ int vit_forward(struct vit *v, const float *pixels, int batch, int image_size, f
     struct backend *be = v->be;
     const struct backend_ops *ops = be->ops;
     if (batch < 1)
-        return fail(err, errlen, BACKEND_EINVAL, "batch must be at least 1");
+        return error_set(err, errlen, BACKEND_EINVAL, "batch must be at least 1");
     if (batch > v->max_batch || image_size != v->image_size) {
         int want = batch > v->max_batch ? batch : v->max_batch;
         int rc = vit_reserve(v, want, image_size, err, errlen);
@@ -354,13 +346,13 @@ int vit_forward(struct vit *v, const float *pixels, int batch, int image_size, f
 #define TRY(call)                                                             \
     do {                                                                      \
         if ((rc = (call)) != 0)                                               \
-            return fail(err, errlen, rc, "%s: %s", ops->name, be->error);     \
+            return error_set(err, errlen, rc, "%s: %s", ops->name, be->error);     \
     } while (0)
     TRY(ops->upload(be, v->pixels, pixels, (size_t)batch * 3 * image_size * image_size));
     /* A backend with graphs records the pass the first time at this batch size, then replays it. */
     int replayed = ops->graph_begin ? ops->graph_begin(be, v, batch) : 0;
     if (replayed < 0)
-        return fail(err, errlen, replayed, "%s: %s", ops->name, be->error);
+        return error_set(err, errlen, replayed, "%s: %s", ops->name, be->error);
     if (!replayed) {
         rc = forward_pass(v, batch, image_size, NULL);
         if (ops->graph_end) {
@@ -368,7 +360,7 @@ int vit_forward(struct vit *v, const float *pixels, int batch, int image_size, f
             rc = rc ? rc : end_rc;
         }
         if (rc)
-            return fail(err, errlen, rc, "%s: %s", ops->name, be->error);
+            return error_set(err, errlen, rc, "%s: %s", ops->name, be->error);
     }
     TRY(ops->download(be, logits, v->logits, (size_t)batch));
     TRY(ops->synchronize(be));
@@ -406,7 +398,7 @@ int vit_explain(struct vit *v, const float *pixels, int image_size, float *logit
     struct backend *be = v->be;
     const struct backend_ops *ops = be->ops;
     if (!ops->attention_probs)
-        return fail(err, errlen, BACKEND_EINVAL, "the %s backend cannot explain (no attention_probs op)", ops->name);
+        return error_set(err, errlen, BACKEND_EINVAL, "the %s backend cannot explain (no attention_probs op)", ops->name);
     if (v->max_batch < 1 || image_size != v->image_size) {
         int rc = vit_reserve(v, v->max_batch > 0 ? v->max_batch : 1, image_size, err, errlen);
         if (rc)
@@ -422,7 +414,7 @@ int vit_explain(struct vit *v, const float *pixels, int image_size, float *logit
         tmp = malloc((size_t)T * sizeof *tmp);
         if (!x.matrices || !r || !tmp) {
             free(x.matrices), free(r), free(tmp);
-            return fail(err, errlen, BACKEND_ENOMEM, "out of memory for the rollout's %d matrices of %d²", L, T);
+            return error_set(err, errlen, BACKEND_ENOMEM, "out of memory for the rollout's %d matrices of %d²", L, T);
         }
     }
     x.probs = ops->alloc(be, probs_n > (size_t)H * T ? probs_n : (size_t)H * T);
@@ -436,7 +428,7 @@ int vit_explain(struct vit *v, const float *pixels, int image_size, float *logit
     if (!rc)
         rc = ops->synchronize(be);
     if (rc)
-        fail(err, errlen, rc, "%s (explain pass): %s", ops->name, be->error);
+        error_set(err, errlen, rc, "%s (explain pass): %s", ops->name, be->error);
     ops->release(be, x.probs);
     if (!rc && rollout) {
         /* e₀ᵀ Â_L ⋯ Â_1: the CLS row, multiplied through from the last block down. */
@@ -444,7 +436,7 @@ int vit_explain(struct vit *v, const float *pixels, int image_size, float *logit
             r[j] = j == 0;
         for (int l = L - 1; l >= 0 && !rc; l--)
             if (rollout_step(r, x.matrices + (size_t)l * T * T, T, tmp))
-                rc = fail(err, errlen, BACKEND_EINVAL, "block %d's attention rows do not sum to a positive number", l);
+                rc = error_set(err, errlen, BACKEND_EINVAL, "block %d's attention rows do not sum to a positive number", l);
         for (int j = 0; j < T && !rc; j++)
             rollout[j] = (float)r[j];
     }

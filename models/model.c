@@ -2,6 +2,7 @@
  * offsets that tile the data section), then checks the tensor set and every shape against what
  * stopcal.config implies. Refusals name the problem; nothing is half-loaded. */
 #include "model.h"
+#include "error_message.h"
 
 #include "sha256.h"
 
@@ -17,15 +18,6 @@
 #include <unistd.h>
 
 #define MAX_HEADER_BYTES (100u << 20)
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static size_t dtype_size(enum model_dtype d) { return d == MODEL_F32 ? 4 : 2; }
 
@@ -134,12 +126,12 @@ static int check_tensor_set(const struct model *m, char *err, size_t errlen)
     const struct model_config *c = &m->config;
     struct expected_tensor *e = calloc(16 + 16 * (size_t)c->depth, sizeof *e);
     if (!e)
-        return fail(err, errlen, "out of memory checking the tensor set");
+        return error_set(err, errlen, -1, "out of memory checking the tensor set");
     int n = expected_tensors(c, e), rc = -1;
     for (int i = 0; i < n; i++) {
         const struct model_tensor *t = model_find(m, e[i].name);
         if (!t) {
-            fail(err, errlen, "missing tensor \"%s\" (the config implies it)", e[i].name);
+            error_set(err, errlen, -1, "missing tensor \"%s\" (the config implies it)", e[i].name);
             goto done;
         }
         int same = t->ndim == e[i].ndim;
@@ -149,7 +141,7 @@ static int check_tensor_set(const struct model *m, char *err, size_t errlen)
             char have[96], want[96];
             format_shape(have, sizeof have, t->ndim, t->shape);
             format_shape(want, sizeof want, e[i].ndim, e[i].shape);
-            fail(err, errlen, "tensor \"%s\" has shape %s but the config implies %s", t->name, have, want);
+            error_set(err, errlen, -1, "tensor \"%s\" has shape %s but the config implies %s", t->name, have, want);
             goto done;
         }
     }
@@ -158,7 +150,7 @@ static int check_tensor_set(const struct model *m, char *err, size_t errlen)
         for (int i = 0; i < n && !known; i++)
             known = strcmp(m->tensors[j].name, e[i].name) == 0;
         if (!known) {
-            fail(err, errlen, "unexpected tensor \"%s\" (not part of the configured architecture)",
+            error_set(err, errlen, -1, "unexpected tensor \"%s\" (not part of the configured architecture)",
                  m->tensors[j].name);
             goto done;
         }
@@ -175,40 +167,40 @@ static int parse_tensor_entry(struct model_tensor *t, const char *name, json_t *
                               size_t errlen, size_t *begin, size_t *end)
 {
     if (strlen(name) >= sizeof t->name)
-        return fail(err, errlen, "tensor name \"%.40s...\" is too long", name);
+        return error_set(err, errlen, -1, "tensor name \"%.40s...\" is too long", name);
     snprintf(t->name, sizeof t->name, "%s", name);
     json_t *dtype = json_object_get(v, "dtype"), *shape = json_object_get(v, "shape");
     json_t *offsets = json_object_get(v, "data_offsets");
     if (!json_is_object(v) || !json_is_string(dtype) || !json_is_array(shape) ||
         !json_is_array(offsets))
-        return fail(err, errlen, "tensor \"%s\": header entry needs dtype, shape and data_offsets", name);
+        return error_set(err, errlen, -1, "tensor \"%s\": header entry needs dtype, shape and data_offsets", name);
     if (parse_dtype(json_string_value(dtype), &t->dtype))
-        return fail(err, errlen, "tensor \"%s\": dtype \"%s\" is not supported (F32, F16 or BF16)", name,
+        return error_set(err, errlen, -1, "tensor \"%s\": dtype \"%s\" is not supported (F32, F16 or BF16)", name,
                     json_string_value(dtype));
     if (json_array_size(shape) > 4)
-        return fail(err, errlen, "tensor \"%s\": shape has %zu dimensions (at most 4)", name,
+        return error_set(err, errlen, -1, "tensor \"%s\": shape has %zu dimensions (at most 4)", name,
                     json_array_size(shape));
     t->ndim = (int)json_array_size(shape);
     size_t numel = 1;
     for (int d = 0; d < t->ndim; d++) {
         json_t *x = json_array_get(shape, (size_t)d);
         if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > (1LL << 40))
-            return fail(err, errlen, "tensor \"%s\": shape[%d] is not a valid dimension", name, d);
+            return error_set(err, errlen, -1, "tensor \"%s\": shape[%d] is not a valid dimension", name, d);
         t->shape[d] = json_integer_value(x);
         if (t->shape[d] != 0 && numel > SIZE_MAX / 8 / (size_t)t->shape[d])
-            return fail(err, errlen, "tensor \"%s\": shape overflows", name);
+            return error_set(err, errlen, -1, "tensor \"%s\": shape overflows", name);
         numel *= (size_t)t->shape[d];
     }
     json_t *b = json_array_get(offsets, 0), *e = json_array_get(offsets, 1);
     if (json_array_size(offsets) != 2 || !json_is_integer(b) || !json_is_integer(e) ||
         json_integer_value(b) < 0 || json_integer_value(e) < json_integer_value(b))
-        return fail(err, errlen, "tensor \"%s\": data_offsets must be [begin, end] with 0 <= begin <= end "
+        return error_set(err, errlen, -1, "tensor \"%s\": data_offsets must be [begin, end] with 0 <= begin <= end "
                     "(offsets)", name);
     *begin = (size_t)json_integer_value(b);
     *end = (size_t)json_integer_value(e);
     t->nbytes = *end - *begin;
     if (t->nbytes != numel * dtype_size(t->dtype))
-        return fail(err, errlen, "tensor \"%s\": byte length %zu does not match shape x dtype (%zu)", name,
+        return error_set(err, errlen, -1, "tensor \"%s\": byte length %zu does not match shape x dtype (%zu)", name,
                     t->nbytes, numel * dtype_size(t->dtype));
     return 0;
 }
@@ -229,18 +221,18 @@ static int check_tiling(struct model *m, struct span *spans, size_t data_len, ch
     for (int i = 0; i < m->n_tensors; i++) {
         const char *name = m->tensors[spans[i].index].name;
         if (spans[i].end > data_len)
-            return fail(err, errlen, "truncated: tensor \"%s\" ends at data offset %zu but the file holds "
+            return error_set(err, errlen, -1, "truncated: tensor \"%s\" ends at data offset %zu but the file holds "
                         "only %zu data bytes", name, spans[i].end, data_len);
         if (spans[i].begin < expected)
-            return fail(err, errlen, "offsets: tensor \"%s\" [%zu, %zu) overlaps the tensor before it", name,
+            return error_set(err, errlen, -1, "offsets: tensor \"%s\" [%zu, %zu) overlaps the tensor before it", name,
                         spans[i].begin, spans[i].end);
         if (spans[i].begin > expected)
-            return fail(err, errlen, "offsets: %zu unused bytes before tensor \"%s\"",
+            return error_set(err, errlen, -1, "offsets: %zu unused bytes before tensor \"%s\"",
                         spans[i].begin - expected, name);
         expected = spans[i].end;
     }
     if (expected != data_len)
-        return fail(err, errlen, "offsets: %zu trailing bytes after the last tensor", data_len - expected);
+        return error_set(err, errlen, -1, "offsets: %zu trailing bytes after the last tensor", data_len - expected);
     return 0;
 }
 
@@ -248,11 +240,11 @@ static int parse_metadata(struct model *m, json_t *meta, char *err, size_t errle
 {
     json_t *cfg = json_is_object(meta) ? json_object_get(meta, "stopcal.config") : NULL;
     if (!cfg || !json_is_string(cfg))
-        return fail(err, errlen, "no stopcal.config string in __metadata__: not a stopcal model file "
+        return error_set(err, errlen, -1, "no stopcal.config string in __metadata__: not a stopcal model file "
                     "(convert it with stopcal-convert)");
     m->config_json = strdup(json_string_value(cfg));
     if (!m->config_json)
-        return fail(err, errlen, "out of memory");
+        return error_set(err, errlen, -1, "out of memory");
     return model_config_parse(&m->config, m->config_json, err, errlen);
 }
 
@@ -260,23 +252,23 @@ static int parse_container(struct model *m, char *err, size_t errlen)
 {
     const unsigned char *bytes = m->map;
     if (m->map_len < 8)
-        return fail(err, errlen, "truncated: the file is %zu bytes, shorter than the 8-byte header length",
+        return error_set(err, errlen, -1, "truncated: the file is %zu bytes, shorter than the 8-byte header length",
                     m->map_len);
     uint64_t header_len = 0;
     for (int i = 7; i >= 0; i--)
         header_len = header_len << 8 | bytes[i];
     if (header_len > MAX_HEADER_BYTES || header_len > m->map_len - 8)
-        return fail(err, errlen, "header length %llu runs past the end of the %zu-byte file%s",
+        return error_set(err, errlen, -1, "header length %llu runs past the end of the %zu-byte file%s",
                     (unsigned long long)header_len, m->map_len,
                     header_len > m->map_len - 8 && header_len <= MAX_HEADER_BYTES ? " (truncated?)" : "");
     json_error_t jerr;
     json_t *root = json_loadb((const char *)bytes + 8, (size_t)header_len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
-        return fail(err, errlen, "header is not valid JSON: %s (column %d)", jerr.text, jerr.column);
+        return error_set(err, errlen, -1, "header is not valid JSON: %s (column %d)", jerr.text, jerr.column);
     int rc = -1;
     struct span *spans = NULL;
     if (!json_is_object(root)) {
-        fail(err, errlen, "header is not a JSON object");
+        error_set(err, errlen, -1, "header is not a JSON object");
         goto done;
     }
     size_t n = json_object_size(root);
@@ -286,7 +278,7 @@ static int parse_container(struct model *m, char *err, size_t errlen)
     m->tensors = calloc(n ? n : 1, sizeof *m->tensors);
     spans = calloc(n ? n : 1, sizeof *spans);
     if (!m->tensors || !spans) {
-        fail(err, errlen, "out of memory reading the header");
+        error_set(err, errlen, -1, "out of memory reading the header");
         goto done;
     }
     const char *key;
@@ -324,7 +316,7 @@ static int align_tensors(struct model *m, char *err, size_t errlen)
             continue;
         t->copy = malloc(t->nbytes ? t->nbytes : 1);
         if (!t->copy)
-            return fail(err, errlen, "out of memory copying tensor \"%s\"", t->name);
+            return error_set(err, errlen, -1, "out of memory copying tensor \"%s\"", t->name);
         memcpy(t->copy, t->data, t->nbytes);
         t->data = t->copy;
     }
@@ -346,7 +338,7 @@ static int verify_data_digest(struct model *m, char *err, size_t errlen)
     char got[65];
     sha256_hex(bytes + 8 + header_len, m->map_len - 8 - (size_t)header_len, got);
     if (strcmp(got, want) != 0)
-        return fail(err, errlen, "corrupted: the tensor data hashes to SHA-256 %.16s... but the file "
+        return error_set(err, errlen, -1, "corrupted: the tensor data hashes to SHA-256 %.16s... but the file "
                     "recorded %.16s... when it was written (a damaged or altered copy); refusing it",
                     got, want);
     m->data_verified = 1;
@@ -380,11 +372,11 @@ int model_open(struct model *m, const char *path, char *err, size_t errlen)
     snprintf(m->path, sizeof m->path, "%s", path);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return fail(err, errlen, "cannot open model %s: %s", path, strerror(errno));
+        return error_set(err, errlen, -1, "cannot open model %s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return fail(err, errlen, "model %s is not a regular file", path);
+        return error_set(err, errlen, -1, "model %s is not a regular file", path);
     }
     m->map_len = (size_t)st.st_size;
     if (m->map_len > 0) {
@@ -392,7 +384,7 @@ int model_open(struct model *m, const char *path, char *err, size_t errlen)
         if (m->map == MAP_FAILED) {
             m->map = NULL;
             close(fd);
-            return fail(err, errlen, "cannot map model %s: %s", path, strerror(errno));
+            return error_set(err, errlen, -1, "cannot map model %s: %s", path, strerror(errno));
         }
     }
     close(fd);
@@ -408,7 +400,7 @@ int model_open_buffer(struct model *m, const void *bytes, size_t len, char *err,
         m->map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m->map == MAP_FAILED) {
             m->map = NULL;
-            return fail(err, errlen, "out of memory for a %zu-byte model", len);
+            return error_set(err, errlen, -1, "out of memory for a %zu-byte model", len);
         }
         memcpy(m->map, bytes, len);
     }

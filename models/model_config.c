@@ -2,6 +2,7 @@
  * checked for presence, type and range, and the architecture for internal consistency, so the
  * engine never has to second-guess a loaded model. */
 #include "model.h"
+#include "error_message.h"
 
 #include <ctype.h>
 #include <jansson.h>
@@ -9,15 +10,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 /* Refuse keys outside `allowed` so a typo in a hand-edited config never passes silently. */
 static int check_keys(json_t *obj, const char *where, const char *const *allowed, char *err,
@@ -31,7 +23,7 @@ static int check_keys(json_t *obj, const char *where, const char *const *allowed
             if (strcmp(*a, key) == 0)
                 known = 1;
         if (!known)
-            return fail(err, errlen, "stopcal.config: unknown key \"%s\" in %s", key, where);
+            return error_set(err, errlen, -1, "stopcal.config: unknown key \"%s\" in %s", key, where);
     }
     return 0;
 }
@@ -40,7 +32,7 @@ static json_t *get_object(json_t *parent, const char *key, const char *where, ch
 {
     json_t *v = json_object_get(parent, key);
     if (!v || !json_is_object(v)) {
-        fail(err, errlen, "stopcal.config: %s%s%s must be an object", where, *where ? "." : "", key);
+        error_set(err, errlen, -1, "stopcal.config: %s%s%s must be an object", where, *where ? "." : "", key);
         return NULL;
     }
     return v;
@@ -51,10 +43,10 @@ static int get_int(json_t *parent, const char *where, const char *key, int min, 
 {
     json_t *v = json_object_get(parent, key);
     if (!v || !json_is_integer(v))
-        return fail(err, errlen, "stopcal.config: %s.%s must be an integer", where, key);
+        return error_set(err, errlen, -1, "stopcal.config: %s.%s must be an integer", where, key);
     json_int_t x = json_integer_value(v);
     if (x < min || x > max)
-        return fail(err, errlen, "stopcal.config: %s.%s = %lld is outside [%d, %d]", where, key,
+        return error_set(err, errlen, -1, "stopcal.config: %s.%s = %lld is outside [%d, %d]", where, key,
                     (long long)x, min, max);
     *out = (int)x;
     return 0;
@@ -65,10 +57,10 @@ static int get_number(json_t *parent, const char *where, const char *key, double
 {
     json_t *v = json_object_get(parent, key);
     if (!v || !json_is_number(v))
-        return fail(err, errlen, "stopcal.config: %s.%s must be a number", where, key);
+        return error_set(err, errlen, -1, "stopcal.config: %s.%s must be a number", where, key);
     *out = json_number_value(v);
     if (!isfinite(*out))
-        return fail(err, errlen, "stopcal.config: %s.%s must be finite", where, key);
+        return error_set(err, errlen, -1, "stopcal.config: %s.%s must be finite", where, key);
     return 0;
 }
 
@@ -77,11 +69,11 @@ static int get_string(json_t *parent, const char *where, const char *key, char *
 {
     json_t *v = json_object_get(parent, key);
     if (!v || !json_is_string(v))
-        return fail(err, errlen, "stopcal.config: %s%s%s must be a string", where, *where ? "." : "",
+        return error_set(err, errlen, -1, "stopcal.config: %s%s%s must be a string", where, *where ? "." : "",
                     key);
     const char *s = json_string_value(v);
     if (strlen(s) >= outlen)
-        return fail(err, errlen, "stopcal.config: %s%s%s is longer than %zu characters", where,
+        return error_set(err, errlen, -1, "stopcal.config: %s%s%s is longer than %zu characters", where,
                     *where ? "." : "", key, outlen - 1);
     snprintf(out, outlen, "%s", s);
     return 0;
@@ -92,14 +84,14 @@ static int get_triple(json_t *parent, const char *key, float out[3], int positiv
 {
     json_t *v = json_object_get(parent, key);
     if (!v || !json_is_array(v) || json_array_size(v) != 3)
-        return fail(err, errlen, "stopcal.config: preprocessing.%s must be an array of 3 numbers", key);
+        return error_set(err, errlen, -1, "stopcal.config: preprocessing.%s must be an array of 3 numbers", key);
     for (int i = 0; i < 3; i++) {
         json_t *x = json_array_get(v, i);
         if (!json_is_number(x) || !isfinite(json_number_value(x)))
-            return fail(err, errlen, "stopcal.config: preprocessing.%s[%d] must be a number", key, i);
+            return error_set(err, errlen, -1, "stopcal.config: preprocessing.%s[%d] must be a number", key, i);
         out[i] = (float)json_number_value(x);
         if (positive && !(out[i] > 0))
-            return fail(err, errlen, "stopcal.config: preprocessing.%s[%d] must be > 0", key, i);
+            return error_set(err, errlen, -1, "stopcal.config: preprocessing.%s[%d] must be > 0", key, i);
     }
     return 0;
 }
@@ -117,7 +109,7 @@ static int parse_architecture(struct model_config *c, json_t *arch, char *err, s
         get_string(arch, w, "family", text, sizeof text, err, errlen))
         return -1;
     if (strcmp(text, "dinov2") != 0)
-        return fail(err, errlen, "stopcal.config: architecture.family \"%s\" is not supported (only "
+        return error_set(err, errlen, -1, "stopcal.config: architecture.family \"%s\" is not supported (only "
                     "\"dinov2\")", text);
     if (get_int(arch, w, "embed_dim", 64, 16384, &c->embed_dim, err, errlen) ||
         get_int(arch, w, "depth", 1, 256, &c->depth, err, errlen) ||
@@ -130,10 +122,10 @@ static int parse_architecture(struct model_config *c, json_t *arch, char *err, s
         get_number(arch, w, "layernorm_eps", &eps, err, errlen))
         return -1;
     if (c->embed_dim != c->num_heads * MODEL_HEAD_DIM)
-        return fail(err, errlen, "stopcal.config: architecture.embed_dim = %d must equal num_heads (%d) "
+        return error_set(err, errlen, -1, "stopcal.config: architecture.embed_dim = %d must equal num_heads (%d) "
                     "x %d", c->embed_dim, c->num_heads, MODEL_HEAD_DIM);
     if (!(eps > 0 && eps < 1))
-        return fail(err, errlen, "stopcal.config: architecture.layernorm_eps must be in (0, 1)");
+        return error_set(err, errlen, -1, "stopcal.config: architecture.layernorm_eps must be in (0, 1)");
     c->layernorm_eps = (float)eps;
     if (get_string(arch, w, "ffn", text, sizeof text, err, errlen))
         return -1;
@@ -142,7 +134,7 @@ static int parse_architecture(struct model_config *c, json_t *arch, char *err, s
     else if (strcmp(text, "swiglu") == 0)
         c->ffn = MODEL_FFN_SWIGLU;
     else
-        return fail(err, errlen, "stopcal.config: architecture.ffn \"%s\" is not \"mlp\" or \"swiglu\"",
+        return error_set(err, errlen, -1, "stopcal.config: architecture.ffn \"%s\" is not \"mlp\" or \"swiglu\"",
                     text);
     if (get_string(arch, w, "pos_embed_interpolation", text, sizeof text, err, errlen))
         return -1;
@@ -151,7 +143,7 @@ static int parse_architecture(struct model_config *c, json_t *arch, char *err, s
     else if (strcmp(text, "bicubic_scale_factor") == 0)
         c->pos_interp = MODEL_POS_BICUBIC_SCALE_FACTOR;
     else
-        return fail(err, errlen, "stopcal.config: architecture.pos_embed_interpolation \"%s\" is not "
+        return error_set(err, errlen, -1, "stopcal.config: architecture.pos_embed_interpolation \"%s\" is not "
                     "\"bicubic_antialias\" or \"bicubic_scale_factor\"", text);
     return 0;
 }
@@ -169,14 +161,14 @@ static int parse_preprocessing(struct model_config *c, json_t *pre, char *err, s
     else if (strcmp(text, "cortexchange-v3") == 0)
         c->profile = MODEL_PROFILE_CORTEXCHANGE_V3;
     else
-        return fail(err, errlen, "stopcal.config: preprocessing.profile \"%s\" is not "
+        return error_set(err, errlen, -1, "stopcal.config: preprocessing.profile \"%s\" is not "
                     "\"cortexchange-v2\" or \"cortexchange-v3\"", text);
     if (get_triple(pre, "mean", c->mean, 0, err, errlen) ||
         get_triple(pre, "std", c->std, 1, err, errlen) ||
         get_number(pre, "preprocessing", "noise_sigma", &sigma, err, errlen))
         return -1;
     if (sigma < 0)
-        return fail(err, errlen, "stopcal.config: preprocessing.noise_sigma must be >= 0");
+        return error_set(err, errlen, -1, "stopcal.config: preprocessing.noise_sigma must be >= 0");
     c->noise_sigma = (float)sigma;
     return 0;
 }
@@ -197,7 +189,7 @@ static int parse_lora(struct model_config *c, json_t *lora, char *err, size_t er
     else if (strcmp(text, "drop") == 0)
         c->lora = MODEL_LORA_DROP;
     else
-        return fail(err, errlen, "stopcal.config: lora.handling \"%s\" is not none, merge or drop", text);
+        return error_set(err, errlen, -1, "stopcal.config: lora.handling \"%s\" is not none, merge or drop", text);
     return 0;
 }
 
@@ -214,17 +206,17 @@ int model_name_check(const char *name, char *err, size_t errlen)
 {
     size_t n = strlen(name);
     if (n == 0 || n > 127)
-        return fail(err, errlen, "'%s': a model name is 1 to 127 characters", name);
+        return error_set(err, errlen, -1, "'%s': a model name is 1 to 127 characters", name);
     for (size_t i = 0; i < n; i++)
         if (!isalnum((unsigned char)name[i]) && !strchr("-_./", name[i]))
-            return fail(err, errlen, "'%s': a model name may hold letters, digits, '-', '_', '.' and '/' only", name);
+            return error_set(err, errlen, -1, "'%s': a model name may hold letters, digits, '-', '_', '.' and '/' only", name);
     for (const char *part = name;;) {
         const char *slash = strchr(part, '/');
         size_t len = slash ? (size_t)(slash - part) : strlen(part);
         if (len == 0)
-            return fail(err, errlen, "'%s': '/' must separate non-empty parts of a model name", name);
+            return error_set(err, errlen, -1, "'%s': '/' must separate non-empty parts of a model name", name);
         if (reserved_part(part, len))
-            return fail(err, errlen, "'%s': '%.*s' cannot be part of a model name (it is a word of the /v2 paths)",
+            return error_set(err, errlen, -1, "'%s': '%.*s' cannot be part of a model name (it is a word of the /v2 paths)",
                         name, (int)len, part);
         if (!slash)
             return 0;
@@ -236,9 +228,9 @@ int model_name_check(const char *name, char *err, size_t errlen)
 static int parse_aliases(struct model_config *c, json_t *list, char *err, size_t errlen)
 {
     if (!json_is_array(list))
-        return fail(err, errlen, "stopcal.config: aliases must be a list of strings");
+        return error_set(err, errlen, -1, "stopcal.config: aliases must be a list of strings");
     if (json_array_size(list) > MODEL_MAX_ALIASES)
-        return fail(err, errlen, "stopcal.config: aliases holds %zu names (at most %d)", json_array_size(list),
+        return error_set(err, errlen, -1, "stopcal.config: aliases holds %zu names (at most %d)", json_array_size(list),
                     MODEL_MAX_ALIASES);
     size_t i;
     json_t *v;
@@ -246,12 +238,12 @@ static int parse_aliases(struct model_config *c, json_t *list, char *err, size_t
     json_array_foreach(list, i, v) {
         const char *name = json_string_value(v);
         if (!name)
-            return fail(err, errlen, "stopcal.config: aliases[%zu] is not a string", i);
+            return error_set(err, errlen, -1, "stopcal.config: aliases[%zu] is not a string", i);
         if (model_name_check(name, why, sizeof why))
-            return fail(err, errlen, "stopcal.config: aliases[%zu] %s", i, why);
+            return error_set(err, errlen, -1, "stopcal.config: aliases[%zu] %s", i, why);
         for (int k = 0; k < c->n_aliases; k++)
             if (strcmp(c->aliases[k], name) == 0)
-                return fail(err, errlen, "stopcal.config: aliases lists '%s' twice", name);
+                return error_set(err, errlen, -1, "stopcal.config: aliases lists '%s' twice", name);
         snprintf(c->aliases[c->n_aliases++], sizeof c->aliases[0], "%s", name);
     }
     return 0;
@@ -265,14 +257,14 @@ static int parse_data_digest(struct model_config *c, json_t *root, char *err, si
     if (!v)
         return 0;
     if (c->format_version < 2)
-        return fail(err, errlen, "stopcal.config: tensor_data_sha256 needs format_version 2 (the file "
+        return error_set(err, errlen, -1, "stopcal.config: tensor_data_sha256 needs format_version 2 (the file "
                     "says %d)", c->format_version);
     const char *hex = json_is_string(v) ? json_string_value(v) : NULL;
     int ok = hex && strlen(hex) == 64;
     for (int i = 0; ok && i < 64; i++)
         ok = (hex[i] >= '0' && hex[i] <= '9') || (hex[i] >= 'a' && hex[i] <= 'f');
     if (!ok)
-        return fail(err, errlen, "stopcal.config: tensor_data_sha256 must be 64 lowercase hex digits");
+        return error_set(err, errlen, -1, "stopcal.config: tensor_data_sha256 must be 64 lowercase hex digits");
     memcpy(c->tensor_data_sha256, hex, 65);
     return 0;
 }
@@ -286,24 +278,24 @@ int model_config_parse(struct model_config *c, const char *json, char *err, size
     memset(c, 0, sizeof *c);
     json_t *root = json_loads(json, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
-        return fail(err, errlen, "stopcal.config is not valid JSON: %s (line %d)", jerr.text, jerr.line);
+        return error_set(err, errlen, -1, "stopcal.config is not valid JSON: %s (line %d)", jerr.text, jerr.line);
     int rc = -1;
     json_t *arch, *input, *pre, *out, *lora;
     if (!json_is_object(root)) {
-        fail(err, errlen, "stopcal.config must be a JSON object");
+        error_set(err, errlen, -1, "stopcal.config must be a JSON object");
         goto done;
     }
     if (check_keys(root, "the top level", keys, err, errlen) ||
         get_int(root, "config", "format_version", 0, 1 << 30, &c->format_version, err, errlen))
         goto done;
     if (c->format_version < MODEL_FORMAT_VERSION_MIN || c->format_version > MODEL_FORMAT_VERSION) {
-        fail(err, errlen, "stopcal.config: format_version %d is not supported (this build reads %d to %d)",
+        error_set(err, errlen, -1, "stopcal.config: format_version %d is not supported (this build reads %d to %d)",
              c->format_version, MODEL_FORMAT_VERSION_MIN, MODEL_FORMAT_VERSION);
         goto done;
     }
     json_t *aliases = json_object_get(root, "aliases");
     if (aliases && c->format_version < 2) {
-        fail(err, errlen, "stopcal.config: unknown key \"aliases\" in the top level (it needs format_version 2)");
+        error_set(err, errlen, -1, "stopcal.config: unknown key \"aliases\" in the top level (it needs format_version 2)");
         goto done;
     }
     if (aliases && parse_aliases(c, aliases, err, errlen))
@@ -323,7 +315,7 @@ int model_config_parse(struct model_config *c, const char *json, char *err, size
         get_int(input, "input", "size", 1, 8192, &c->input_size, err, errlen))
         goto done;
     if (c->input_size % c->patch_size != 0) {
-        fail(err, errlen, "stopcal.config: input.size = %d is not a multiple of patch_size %d",
+        error_set(err, errlen, -1, "stopcal.config: input.size = %d is not a multiple of patch_size %d",
              c->input_size, c->patch_size);
         goto done;
     }
@@ -340,11 +332,11 @@ int model_config_parse(struct model_config *c, const char *json, char *err, size
         get_number(out, "output", "threshold", &threshold, err, errlen))
         goto done;
     if (strcmp(logit, "continue") != 0) {
-        fail(err, errlen, "stopcal.config: output.logit \"%s\" is not \"continue\"", logit);
+        error_set(err, errlen, -1, "stopcal.config: output.logit \"%s\" is not \"continue\"", logit);
         goto done;
     }
     if (!(threshold > 0 && threshold < 1)) {
-        fail(err, errlen, "stopcal.config: output.threshold must be in (0, 1)");
+        error_set(err, errlen, -1, "stopcal.config: output.threshold must be in (0, 1)");
         goto done;
     }
     c->threshold = (float)threshold;

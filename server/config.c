@@ -1,6 +1,7 @@
 /* The flag table: one row per option with its environment variable, type, bounds and help text.
  * The environment is applied first, then argv, so the command line wins (ARCHITECTURE.md §6). */
 #include "config.h"
+#include "error_message.h"
 
 #include "model_names.h"
 
@@ -91,15 +92,6 @@ static const struct opt_spec opts[] = {
 };
 #define N_OPTS (sizeof opts / sizeof opts[0])
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 void config_usage(FILE *to)
 {
     fputs("usage: stopcald [--model [NAME=]FILE]... [--port N] [--device auto|cpu|cuda:N] [options]\n"
@@ -150,7 +142,7 @@ static int parse_size(const char *text, long long *out)
 static int add_model(struct server_config *c, const char *spec, char *err, size_t errlen)
 {
     if (c->n_models >= CONFIG_MAX_MODELS)
-        return fail(err, errlen, "--model: at most %d models", CONFIG_MAX_MODELS);
+        return error_set(err, errlen, -1, "--model: at most %d models", CONFIG_MAX_MODELS);
     struct config_model *m = &c->models[c->n_models];
     memset(m, 0, sizeof *m);
     const char *eq = strchr(spec, '=');
@@ -158,15 +150,15 @@ static int add_model(struct server_config *c, const char *spec, char *err, size_
     if (eq) {
         size_t n = (size_t)(eq - spec);
         if (n == 0 || n >= sizeof m->name)
-            return fail(err, errlen, "--model %s: NAME must be 1 to %zu characters", spec, sizeof m->name - 1);
+            return error_set(err, errlen, -1, "--model %s: NAME must be 1 to %zu characters", spec, sizeof m->name - 1);
         memcpy(m->name, spec, n);
         char why[256];
         if (model_name_check(m->name, why, sizeof why))
-            return fail(err, errlen, "--model %s: NAME %s", spec, why);
+            return error_set(err, errlen, -1, "--model %s: NAME %s", spec, why);
         path = eq + 1;
     }
     if (!*path || strlen(path) >= sizeof m->path)
-        return fail(err, errlen, "--model %s: expected [NAME=]FILE", spec);
+        return error_set(err, errlen, -1, "--model %s: expected [NAME=]FILE", spec);
     snprintf(m->path, sizeof m->path, "%s", path);
     c->n_models++;
     return 0;
@@ -175,18 +167,18 @@ static int add_model(struct server_config *c, const char *spec, char *err, size_
 static int add_alias(struct server_config *c, const char *spec, char *err, size_t errlen)
 {
     if (c->n_aliases >= CONFIG_MAX_ALIASES)
-        return fail(err, errlen, "--alias: at most %d aliases", CONFIG_MAX_ALIASES);
+        return error_set(err, errlen, -1, "--alias: at most %d aliases", CONFIG_MAX_ALIASES);
     struct config_alias *a = &c->aliases[c->n_aliases];
     const char *eq = strchr(spec, '=');
     char why[256];
     if (!eq || eq == spec || !eq[1] || (size_t)(eq - spec) >= sizeof a->alias || strlen(eq + 1) >= sizeof a->target)
-        return fail(err, errlen, "--alias %s: expected ALIAS=NAME, each 1 to %zu characters", spec,
+        return error_set(err, errlen, -1, "--alias %s: expected ALIAS=NAME, each 1 to %zu characters", spec,
                     sizeof a->alias - 1);
     memcpy(a->alias, spec, (size_t)(eq - spec));
     a->alias[eq - spec] = 0;
     snprintf(a->target, sizeof a->target, "%s", eq + 1);
     if (model_name_check(a->alias, why, sizeof why))
-        return fail(err, errlen, "--alias %s: ALIAS %s", spec, why);
+        return error_set(err, errlen, -1, "--alias %s: ALIAS %s", spec, why);
     c->n_aliases++;
     return 0;
 }
@@ -201,21 +193,21 @@ static int apply(struct server_config *c, const struct opt_spec *o, const char *
         errno = 0;
         long long v = strtoll(value, &end, 10);
         if (errno || end == value || *end || v < o->lo || v > o->hi)
-            return fail(err, errlen, "%s %s: expected an integer in [%lld, %lld]", source, value, o->lo, o->hi);
+            return error_set(err, errlen, -1, "%s %s: expected an integer in [%lld, %lld]", source, value, o->lo, o->hi);
         *(int *)(base + o->offset) = (int)v;
         return 0;
     }
     case OPT_SIZE: {
         long long v;
         if (parse_size(value, &v) || v < o->lo || v > o->hi)
-            return fail(err, errlen, "%s %s: expected a size in [%lld, %lld] bytes (suffix k, M or G)", source,
+            return error_set(err, errlen, -1, "%s %s: expected a size in [%lld, %lld] bytes (suffix k, M or G)", source,
                         value, o->lo, o->hi);
         *(long long *)(base + o->offset) = v;
         return 0;
     }
     case OPT_STR:
         if (strlen(value) >= o->str_len)
-            return fail(err, errlen, "%s: value too long", source);
+            return error_set(err, errlen, -1, "%s: value too long", source);
         snprintf(base + o->offset, o->str_len, "%s", value);
         return 0;
     case OPT_MODEL: return add_model(c, value, err, errlen);
@@ -233,7 +225,7 @@ static int apply_env(struct server_config *c, char *err, size_t errlen)
         if (opts[i].kind == OPT_MODEL || opts[i].kind == OPT_ALIAS) {
             char list[8192];
             if (strlen(v) >= sizeof list)
-                return fail(err, errlen, "%s: value too long", opts[i].env);
+                return error_set(err, errlen, -1, "%s: value too long", opts[i].env);
             snprintf(list, sizeof list, "%s", v);
             for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
                 if ((opts[i].kind == OPT_MODEL ? add_model : add_alias)(c, tok, err, errlen))
@@ -280,7 +272,7 @@ int config_parse(struct server_config *c, int argc, char **argv, char *err, size
     opterr = 0;
     while ((idx = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         if (idx == '?' || idx < 0 || (size_t)idx >= N_OPTS)
-            return fail(err, errlen, "unknown or incomplete option %s (see --help)", argv[optind - 1]);
+            return error_set(err, errlen, -1, "unknown or incomplete option %s (see --help)", argv[optind - 1]);
         const struct opt_spec *o = &opts[idx];
         if (o->kind == OPT_HELP) {
             config_usage(stdout);
@@ -304,13 +296,13 @@ int config_parse(struct server_config *c, int argc, char **argv, char *err, size
             return -1;
     }
     if (optind < argc)
-        return fail(err, errlen, "unexpected argument '%s' (models go with --model)", argv[optind]);
+        return error_set(err, errlen, -1, "unexpected argument '%s' (models go with --model)", argv[optind]);
     if (c->n_models == 0)
         add_model(c, STOPCAL_DEFAULT_MODEL_PATH, err, errlen);
     if (c->max_images > c->max_queue)
-        return fail(err, errlen, "--max-images %d exceeds --max-queue %d: such a request could never run",
+        return error_set(err, errlen, -1, "--max-images %d exceeds --max-queue %d: such a request could never run",
                     c->max_images, c->max_queue);
     if (strcmp(c->device, "auto") && strcmp(c->device, "cpu") && strncmp(c->device, "cuda", 4))
-        return fail(err, errlen, "--device %s: expected auto, cpu or cuda:N", c->device);
+        return error_set(err, errlen, -1, "--device %s: expected auto, cpu or cuda:N", c->device);
     return 0;
 }

@@ -1,5 +1,6 @@
 /* The path of a prediction request after its body has arrived (job.h). */
 #include "job.h"
+#include "error_message.h"
 
 #include "gzip_inflate.h"
 #include "preprocess.h"
@@ -14,7 +15,7 @@ int failf(struct failure *f, int status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(f->msg, sizeof f->msg, fmt, ap);
+    error_vset(f->msg, sizeof f->msg, -1, fmt, ap);
     va_end(ap);
     f->status = status;
     return -1;

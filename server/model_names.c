@@ -1,5 +1,6 @@
 /* Model names with '/', v2 path splitting, and the alias table (model_names.h). */
 #include "model_names.h"
+#include "error_message.h"
 
 #include "config.h"
 #include "batcher.h"
@@ -10,16 +11,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 int model_aliases_apply(struct batcher *e, const struct server_config *cfg, char *err, size_t errlen)
 {
     char why[512];
@@ -29,11 +20,11 @@ int model_aliases_apply(struct batcher *e, const struct server_config *cfg, char
         if (target < 0) {
             char known[1024];
             model_names_known(e, known, sizeof known);
-            return fail(err, errlen, "--alias %s=%s: no model '%s' is loaded (loaded: %s)", a->alias, a->target,
+            return error_set(err, errlen, -1, "--alias %s=%s: no model '%s' is loaded (loaded: %s)", a->alias, a->target,
                         a->target, known);
         }
         if (batcher_add_alias(e, target, a->alias, why, sizeof why))
-            return fail(err, errlen, "--alias %s=%s: %s", a->alias, a->target, why);
+            return error_set(err, errlen, -1, "--alias %s=%s: %s", a->alias, a->target, why);
     }
     for (int i = 0; i < batcher_model_count(e); i++) {
         const struct batcher_model_info *m = batcher_model(e, i);
@@ -50,10 +41,10 @@ int model_aliases_apply(struct batcher *e, const struct server_config *cfg, char
                 continue;
             }
             if (now >= 0)
-                return fail(err, errlen, "%s: the alias '%s' recorded in the file already names the model '%s' "
+                return error_set(err, errlen, -1, "%s: the alias '%s' recorded in the file already names the model '%s' "
                             "(choose with --alias %s=NAME)", m->path, alias, batcher_model(e, now)->name, alias);
             if (batcher_add_alias(e, i, alias, why, sizeof why))
-                return fail(err, errlen, "%s: alias '%s': %s", m->path, alias, why);
+                return error_set(err, errlen, -1, "%s: alias '%s': %s", m->path, alias, why);
         }
     }
     return 0;

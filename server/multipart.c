@@ -1,6 +1,7 @@
 /* The multipart scanner. Strict where ambiguity could mix two files up (every part needs its
  * delimiter, headers and a Content-Disposition), lenient about preamble and epilogue. */
 #include "multipart.h"
+#include "error_message.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -9,8 +10,7 @@
 
 static int fail(char *err, size_t errlen, const char *msg)
 {
-    snprintf(err, errlen, "multipart body: %s", msg);
-    return -1;
+    return error_set(err, errlen, -1, "multipart body: %s", msg);
 }
 
 /* Value of parameter `key` in a header value "a; k1=v1; k2=\"v2\"" into out. Returns 0 if found. */
@@ -51,7 +51,7 @@ static int header_param(const char *value, const char *key, char *out, size_t ou
 int multipart_boundary(const char *content_type, char *boundary, size_t len, char *err, size_t errlen)
 {
     if (header_param(content_type, "boundary", boundary, len) || !boundary[0] || strlen(boundary) > 70) {
-        snprintf(err, errlen, "Content-Type multipart/form-data needs a boundary parameter of 1 to 70 characters");
+        error_set(err, errlen, -1, "Content-Type multipart/form-data needs a boundary parameter of 1 to 70 characters");
         return -1;
     }
     return 0;
@@ -98,7 +98,7 @@ int multipart_parse(const unsigned char *body, size_t len, const char *boundary,
         }
         if (n == max_parts) {
             *too_many = 1;
-            snprintf(err, errlen, "more than %d files in one request", max_parts);
+            error_set(err, errlen, -1, "more than %d files in one request", max_parts);
             return -1;
         }
         struct multipart_part *part = &parts[n];
@@ -126,7 +126,14 @@ int multipart_parse(const unsigned char *body, size_t len, const char *boundary,
                     for (const char *c = fname; *c; c++)
                         if (*c == '/' || *c == '\\')
                             base = c + 1;
-                    snprintf(part->filename, sizeof part->filename, "%s", *base ? base : "file");
+                    if (!*base)
+                        base = "file";
+                    /* Refused rather than cut: a shortened name could make two files' results look alike. */
+                    size_t n = strlen(base);
+                    if (n >= sizeof part->filename)
+                        return error_set(err, errlen, -1, "multipart body: a part's filename is %zu bytes long "
+                                         "(at most %zu)", n, sizeof part->filename - 1);
+                    memcpy(part->filename, base, n + 1);
                 }
             }
             line = eol + 2;

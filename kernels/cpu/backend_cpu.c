@@ -44,15 +44,6 @@ _Static_assert(sizeof(struct cpu_header) % LINEAR_PACKED_ALIGN == 0,
 
 static struct cpu_header *header_of(const void *buf) { return (struct cpu_header *)buf - 1; }
 
-static int set_error(struct backend *be, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(be->error, sizeof be->error, fmt, ap);
-    va_end(ap);
-    return code;
-}
-
 static void *cpu_alloc(struct backend *be, size_t n)
 {
     struct cpu_ctx *c = be->ctx;
@@ -60,7 +51,7 @@ static void *cpu_alloc(struct backend *be, size_t n)
     struct cpu_header *h = aligned_alloc(LINEAR_PACKED_ALIGN, (sizeof *h + bytes + LINEAR_PACKED_ALIGN - 1) /
                                          LINEAR_PACKED_ALIGN * LINEAR_PACKED_ALIGN);
     if (!h) {
-        set_error(be, BACKEND_ENOMEM, "cpu: cannot allocate %zu bytes", bytes);
+        backend_fail(be, BACKEND_ENOMEM, "cpu: cannot allocate %zu bytes", bytes);
         return NULL;
     }
     h->bytes = bytes;
@@ -132,7 +123,7 @@ static int cpu_patch_embed(struct backend *be, void *x, const void *pixels, cons
                            int num_registers)
 {
     if (image_size % patch_size)
-        return set_error(be, BACKEND_EINVAL, "image size %d is not a multiple of the patch size %d",
+        return backend_fail(be, BACKEND_EINVAL, "image size %d is not a multiple of the patch size %d",
                          image_size, patch_size);
     float *s = scratch(be, patch_embed_scratch_floats_cpu(batch, image_size, patch_size));
     if (!s)
@@ -151,11 +142,11 @@ static int cpu_linear(struct backend *be, void *out, const void *in, const void 
         return 0;
     }
     if (w->packed_n != n || w->packed_k != k)
-        return set_error(be, BACKEND_EINVAL, "linear: weight packed as (%d, %d), used as (%d, %d)",
+        return backend_fail(be, BACKEND_EINVAL, "linear: weight packed as (%d, %d), used as (%d, %d)",
                          w->packed_n, w->packed_k, n, k);
     if (linear_packed_forward(((const struct cpu_ctx *)be->ctx)->gemm_isa, out, in, weight, bias, m,
                               n, k, epilogue) != 0)
-        return set_error(be, BACKEND_EINVAL, "linear: the packed kernel refused weight (%d, %d) "
+        return backend_fail(be, BACKEND_EINVAL, "linear: the packed kernel refused weight (%d, %d) "
                          "(not %d-byte aligned)", n, k, LINEAR_PACKED_ALIGN);
     return 0;
 }
@@ -184,11 +175,11 @@ static int cpu_attention_probs(struct backend *be, void *probs, const void *qkv,
                                int heads, int queries, int mean_heads)
 {
     if (queries < 1 || queries > tokens)
-        return set_error(be, BACKEND_EINVAL, "attention_probs: %d query rows of %d tokens", queries, tokens);
+        return backend_fail(be, BACKEND_EINVAL, "attention_probs: %d query rows of %d tokens", queries, tokens);
     size_t floats = attention_probs_scratch_floats(tokens, queries, mean_heads);
     float *s = floats ? scratch(be, floats) : NULL;
     if (floats && !s)
-        return set_error(be, BACKEND_ENOMEM, "attention_probs: out of memory for %zu floats", floats);
+        return backend_fail(be, BACKEND_ENOMEM, "attention_probs: out of memory for %zu floats", floats);
     attention_probs_cpu(probs, qkv, batch, tokens, heads, queries, mean_heads, s);
     return 0;
 }

@@ -70,15 +70,6 @@ const cbuf *buf(const void *p) { return static_cast<const cbuf *>(p); }
 void *dev(const void *p) { return p ? buf(p)->dev : nullptr; }
 size_t elem_bytes(int type) { return type == CUDA_DTYPE_BF16 ? 2 : 4; }
 
-int set_error(struct backend *be, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(be->error, sizeof be->error, fmt, ap);
-    va_end(ap);
-    return code;
-}
-
 bool is_sticky(cudaError_t e)
 {
     switch (e) {
@@ -104,7 +95,7 @@ bool is_sticky(cudaError_t e)
 
 int dead_error(struct backend *be)
 {
-    return set_error(be, BACKEND_EDEVICE, "%s: device unusable after an earlier sticky error (%s)", BACKEND_NAME,
+    return backend_fail(be, BACKEND_EDEVICE, "%s: device unusable after an earlier sticky error (%s)", BACKEND_NAME,
                      ctx_of(be)->dead_msg);
 }
 
@@ -115,17 +106,17 @@ int cuda_fail(struct backend *be, cudaError_t e, const char *what)
     cuda_ctx *c = ctx_of(be);
     cudaGetLastError(); /* clears a non-sticky error */
     if (e == cudaErrorMemoryAllocation)
-        return set_error(be, BACKEND_ENOMEM, "%s: out of device memory in %s", BACKEND_NAME, what);
+        return backend_fail(be, BACKEND_ENOMEM, "%s: out of device memory in %s", BACKEND_NAME, what);
     bool sticky = is_sticky(e);
     if (!sticky && !c->capturing && cudaDeviceSynchronize() != cudaSuccess)
         sticky = true;
     if (sticky) {
         c->dead = 1;
         snprintf(c->dead_msg, sizeof c->dead_msg, "%s in %s: %s", cudaGetErrorName(e), what, cudaGetErrorString(e));
-        return set_error(be, BACKEND_EDEVICE, "%s: sticky device error %s; the device is unusable until the "
+        return backend_fail(be, BACKEND_EDEVICE, "%s: sticky device error %s; the device is unusable until the "
                          "process restarts", BACKEND_NAME, c->dead_msg);
     }
-    return set_error(be, BACKEND_EINVAL, "%s: %s failed: %s (%s)", BACKEND_NAME, what, cudaGetErrorString(e),
+    return backend_fail(be, BACKEND_EINVAL, "%s: %s failed: %s (%s)", BACKEND_NAME, what, cudaGetErrorString(e),
                      cudaGetErrorName(e));
 }
 
@@ -137,10 +128,10 @@ int op_result(struct backend *be, int r, const char *what)
     if (r >= CUDA_OPS_EBLAS) {
         const int st = r - CUDA_OPS_EBLAS;
         if (st == CUBLAS_STATUS_ALLOC_FAILED)
-            return set_error(be, BACKEND_ENOMEM, "%s: cuBLAS out of memory in %s", BACKEND_NAME, what);
+            return backend_fail(be, BACKEND_ENOMEM, "%s: cuBLAS out of memory in %s", BACKEND_NAME, what);
         if (st == CUBLAS_STATUS_EXECUTION_FAILED)
             return cuda_fail(be, cudaErrorLaunchFailure, what);
-        return set_error(be, BACKEND_EINVAL, "%s: cuBLAS status %d in %s", BACKEND_NAME, st, what);
+        return backend_fail(be, BACKEND_EINVAL, "%s: cuBLAS status %d in %s", BACKEND_NAME, st, what);
     }
     return cuda_fail(be, (cudaError_t)r, what);
 }
@@ -155,9 +146,9 @@ int op_result(struct backend *be, int r, const char *what)
 int need_type(struct backend *be, const void *b, int type, const char *op, const char *what)
 {
     if (!b)
-        return set_error(be, BACKEND_EINVAL, "%s %s: %s is missing", BACKEND_NAME, op, what);
+        return backend_fail(be, BACKEND_EINVAL, "%s %s: %s is missing", BACKEND_NAME, op, what);
     if (buf(b)->type != type)
-        return set_error(be, BACKEND_EINVAL, "%s %s: %s must hold %s (it holds %s)", BACKEND_NAME, op, what,
+        return backend_fail(be, BACKEND_EINVAL, "%s %s: %s must hold %s (it holds %s)", BACKEND_NAME, op, what,
                          type == CUDA_DTYPE_BF16 ? "bf16" : "fp32", buf(b)->type == CUDA_DTYPE_BF16 ? "bf16" : "fp32");
     return 0;
 }
@@ -165,7 +156,7 @@ int need_type(struct backend *be, const void *b, int type, const char *op, const
 int need_room(struct backend *be, const void *b, size_t n, int type, const char *op)
 {
     if (n * elem_bytes(type) > buf(b)->bytes)
-        return set_error(be, BACKEND_EINVAL, "%s %s: output holds %zu bytes, needs %zu", BACKEND_NAME, op,
+        return backend_fail(be, BACKEND_EINVAL, "%s %s: output holds %zu bytes, needs %zu", BACKEND_NAME, op,
                          buf(b)->bytes, n * elem_bytes(type));
     return 0;
 }
@@ -200,7 +191,7 @@ void *alloc_bytes(struct backend *be, size_t bytes, int type)
     }
     cbuf *b = static_cast<cbuf *>(calloc(1, sizeof *b));
     if (!b) {
-        set_error(be, BACKEND_ENOMEM, "%s: host out of memory", BACKEND_NAME);
+        backend_fail(be, BACKEND_ENOMEM, "%s: host out of memory", BACKEND_NAME);
         return nullptr;
     }
     if (bytes == 0)
@@ -303,11 +294,11 @@ int cu_download(struct backend *be, float *host, const void *src, size_t n)
         return rc;
     cuda_ctx *c = ctx_of(be);
     if (c->capturing)
-        return set_error(be, BACKEND_EINVAL, "%s: download inside a graph recording", BACKEND_NAME);
+        return backend_fail(be, BACKEND_EINVAL, "%s: download inside a graph recording", BACKEND_NAME);
     const int type = buf(src)->type;
     const size_t eb = elem_bytes(type), per_chunk = STAGING_HALF_BYTES / eb;
     if (n * eb > buf(src)->bytes)
-        return set_error(be, BACKEND_EINVAL, "%s download: %zu values exceed the buffer", BACKEND_NAME, n);
+        return backend_fail(be, BACKEND_EINVAL, "%s download: %zu values exceed the buffer", BACKEND_NAME, n);
     for (size_t off = 0; off < n; off += per_chunk) {
         const size_t cnt = n - off < per_chunk ? n - off : per_chunk;
         const int h = c->staging_next;
@@ -334,7 +325,7 @@ int cu_patch_embed(struct backend *be, void *x, const void *pixels, const void *
     if (rc)
         return rc;
     if (patch_size <= 0 || image_size % patch_size)
-        return set_error(be, BACKEND_EINVAL, "image size %d is not a multiple of the patch size %d", image_size,
+        return backend_fail(be, BACKEND_EINVAL, "image size %d is not a multiple of the patch size %d", image_size,
                          patch_size);
     const int g = image_size / patch_size;
     const size_t T = (size_t)(1 + num_registers + g * g);
@@ -402,7 +393,7 @@ int cu_layernorm(struct backend *be, void *out, const void *in, const void *weig
     if ((rc = flush_pending(be)) || (rc = need_type(be, in, CUDA_DTYPE_F32, "layernorm", "input")))
         return rc;
     if (in == out)
-        return set_error(be, BACKEND_EINVAL, "%s layernorm: output must not alias the input", BACKEND_NAME);
+        return backend_fail(be, BACKEND_EINVAL, "%s layernorm: output must not alias the input", BACKEND_NAME);
     buf(out)->type = CUDA_DTYPE_BF16;
     return op_result(be,
                      CUDA_OP(layernorm)(static_cast<uint16_t *>(dev(out)), static_cast<const float *>(dev(in)),
@@ -434,7 +425,7 @@ int cu_attention_probs(struct backend *be, void *probs, const void *qkv, int bat
     if (rc)
         return rc;
     if (queries < 1 || queries > tokens)
-        return set_error(be, BACKEND_EINVAL, "%s attention_probs: %d query rows of %d tokens", BACKEND_NAME,
+        return backend_fail(be, BACKEND_EINVAL, "%s attention_probs: %d query rows of %d tokens", BACKEND_NAME,
                          queries, tokens);
     const size_t n = (size_t)batch * (mean_heads ? 1 : heads) * queries * tokens;
     if ((rc = need_type(be, qkv, CUDA_DTYPE_BF16, "attention_probs", "qkv")) ||
@@ -540,7 +531,7 @@ int cu_graph_end(struct backend *be, const void *owner, int key, int status)
         graph_entry *g = static_cast<graph_entry *>(realloc(c->graphs, (size_t)cap * sizeof *g));
         if (!g) {
             cudaGraphDestroy(graph);
-            return set_error(be, BACKEND_ENOMEM, "%s: host out of memory for a graph", BACKEND_NAME);
+            return backend_fail(be, BACKEND_ENOMEM, "%s: host out of memory for a graph", BACKEND_NAME);
         }
         c->graphs = g;
         c->cap_graphs = cap;

@@ -24,7 +24,7 @@ endforeach()
 add_library(stopcal_cuda_emu STATIC ${_stopcal_emu_sources})
 target_compile_definitions(stopcal_cuda_emu PUBLIC STOPCAL_CUDA_EMULATION)
 target_include_directories(stopcal_cuda_emu PUBLIC ${STOPCAL_KERNEL_DIRS})
-target_link_libraries(stopcal_cuda_emu PUBLIC PkgConfig::OPENBLAS Threads::Threads m)
+target_link_libraries(stopcal_cuda_emu PUBLIC stopcal_error PkgConfig::OPENBLAS Threads::Threads m)
 
 if(STOPCAL_HAVE_CUDA)
   find_package(CUDAToolkit REQUIRED)
@@ -38,7 +38,7 @@ if(STOPCAL_HAVE_CUDA)
   # The static runtime, as CMake links into every executable whose link language becomes CUDA
   # (all users of stopcal_kernels): one runtime per process, and no libcudart.so to ship.
   set_target_properties(stopcal_cuda PROPERTIES CUDA_RUNTIME_LIBRARY Static POSITION_INDEPENDENT_CODE ON)
-  target_link_libraries(stopcal_cuda PUBLIC CUDA::cudart_static CUDA::cublas CUDA::cublasLt)
+  target_link_libraries(stopcal_cuda PUBLIC stopcal_error CUDA::cudart_static CUDA::cublas CUDA::cublasLt)
   target_link_libraries(stopcal_kernels PUBLIC stopcal_cuda)
   target_compile_definitions(stopcal_kernels PUBLIC STOPCAL_HAVE_CUDA)
 endif()

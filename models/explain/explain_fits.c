@@ -2,6 +2,7 @@
  * driver (the input under the same fixed name the decoder uses, never a client's name). Cards are
  * copied verbatim except for the axis numbers in their names, so values keep their exact text. */
 #include "explain_fits.h"
+#include "error_message.h"
 
 #include <fitsio.h>
 #include <stdarg.h>
@@ -15,22 +16,11 @@
 #define MEMFILE_NAME "stopcal-memory.fits"
 #define FITS_RECORD 2880
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (err && errlen)
-        vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static int cfitsio_fail(char *err, size_t errlen, const char *what, int status)
 {
     char text[FLEN_STATUS];
     fits_get_errstatus(status, text);
-    return fail(err, errlen, "%s: cfitsio error %d (%s)", what, status, text);
+    return error_set(err, errlen, -1, "%s: cfitsio error %d (%s)", what, status, text);
 }
 
 /* Keywords of the coordinate frame, copied as they are. */
@@ -112,7 +102,7 @@ static int copy_wcs(fitsfile *out, const unsigned char *buf, size_t len, int hdu
     if ((hdu != 1 && fits_movabs_hdu(in, hdu, &hdutype, &status)) || fits_get_img_dim(in, &naxis, &status) ||
         naxis > 16 || fits_get_img_sizell(in, naxis, naxes, &status)) {
         rc = status ? cfitsio_fail(err, errlen, "cannot read the input image's axes", status)
-                    : fail(err, errlen, "the input image has %d axes", naxis);
+                    : error_set(err, errlen, -1, "the input image has %d axes", naxis);
         goto done;
     }
     /* The two axes the image spans: the first two longer than 1, as the decoder takes them. */
@@ -199,14 +189,14 @@ int explain_fits_write(const float *planes, int n_planes, int64_t width, int64_t
     *out = NULL;
     *out_len = 0;
     if (!planes || n_planes < 1 || width < 1 || height < 1 || !meta || !meta->map || !meta->heads)
-        return fail(err, errlen, "no map to write");
+        return error_set(err, errlen, -1, "no map to write");
     unsigned char *inflated = NULL, *padded = NULL;
     const unsigned char *in = input;
     size_t in_len = input_len;
     if (in && gzip_is_gzip(in, in_len)) {
         char why[256];
         if (gzip_inflate(in, in_len, max_bytes, &inflated, &in_len, why, sizeof why))
-            return fail(err, errlen, "cannot inflate the input for its WCS: %s", why);
+            return error_set(err, errlen, -1, "cannot inflate the input for its WCS: %s", why);
         in = inflated;
     }
     /* cfitsio reads whole records: a file whose last record was cut short gets a padded copy. */
@@ -215,7 +205,7 @@ int explain_fits_write(const float *planes, int n_planes, int64_t width, int64_t
         padded = calloc(1, n);
         if (!padded) {
             free(inflated);
-            return fail(err, errlen, "out of memory");
+            return error_set(err, errlen, -1, "out of memory");
         }
         memcpy(padded, in, in_len);
         in = padded;
@@ -269,7 +259,7 @@ int explain_fits_write(const float *planes, int n_planes, int64_t width, int64_t
     if (len % FITS_RECORD)
         len += FITS_RECORD - len % FITS_RECORD;
     if (len > memsize) {
-        rc = fail(err, errlen, "the map's %zu bytes exceed cfitsio's %zu", len, memsize);
+        rc = error_set(err, errlen, -1, "the map's %zu bytes exceed cfitsio's %zu", len, memsize);
         goto done;
     }
     *out = mem;

@@ -1,5 +1,6 @@
 /* PNG encoding through libpng into memory, and the picture drawn into it. */
 #include "explain_png.h"
+#include "error_message.h"
 
 #include <math.h>
 #include <png.h>
@@ -19,17 +20,6 @@
 #define SCALE 2 /* font pixels per glyph cell */
 #define LINE_H (EXPLAIN_FONT_H * SCALE + 6)
 #define TEXT_LINES 3
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (err && errlen)
-        vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 /* ---- encoding ---- */
 
@@ -77,20 +67,20 @@ int explain_png_encode(const uint8_t *rgb, int w, int h, const char *const *text
     *out = NULL;
     *out_len = 0;
     if (w < 1 || h < 1 || n_text < 0 || n_text > 8)
-        return fail(err, errlen, "invalid PNG size %d x %d", w, h);
+        return error_set(err, errlen, -1, "invalid PNG size %d x %d", w, h);
     struct png_sink *s = calloc(1, sizeof *s);
     png_text text[8];
     if (!s)
-        return fail(err, errlen, "out of memory");
+        return error_set(err, errlen, -1, "out of memory");
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, s, on_error, on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!png || !info) {
         png_destroy_write_struct(&png, NULL);
         free(s);
-        return fail(err, errlen, "out of memory for libpng");
+        return error_set(err, errlen, -1, "out of memory for libpng");
     }
     if (setjmp(png_jmpbuf(png))) {
-        fail(err, errlen, "libpng: %s", s->msg);
+        error_set(err, errlen, -1, "libpng: %s", s->msg);
         png_destroy_write_struct(&png, &info);
         free(s->buf);
         free(s);
@@ -188,12 +178,12 @@ int explain_png_render(const struct image *img, const float *map, const struct e
     *out = NULL;
     *out_len = 0;
     if (!img || !img->pixels || img->width < 1 || img->height < 1 || !map || !meta)
-        return fail(err, errlen, "no image to draw");
+        return error_set(err, errlen, -1, "no image to draw");
     const int64_t W = img->width, H = img->height;
     struct rms_result noise;
     char why[256];
     if (rms_estimate(img->pixels, (size_t)(W * H), img->dtype == IMAGE_F32, &noise, why, sizeof why))
-        return fail(err, errlen, "%s", why);
+        return error_set(err, errlen, -1, "%s", why);
     struct symlog_norm norm;
     symlog_norm_init(&norm, noise.rms);
     const double ymin = symlog_normalize(&norm, noise.xmin);
@@ -206,7 +196,7 @@ int explain_png_render(const struct image *img, const float *map, const struct e
     explain_png_layout(W, H, &l);
     uint8_t *rgb = malloc((size_t)l.width * l.height * 3);
     if (!rgb)
-        return fail(err, errlen, "out of memory for a %d x %d PNG", l.width, l.height);
+        return error_set(err, errlen, -1, "out of memory for a %d x %d PNG", l.width, l.height);
     const uint8_t bg[3] = {24, 24, 28}, white[3] = {235, 235, 235}, grey[3] = {170, 170, 170};
     fill(rgb, l.width, 0, 0, l.width, l.height, bg);
 

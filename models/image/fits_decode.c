@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "fits_layout.h"
+#include "error_message.h"
 #include "fits_tiles.h"
 #include "gzip_inflate.h"
 #include "image.h"
@@ -62,7 +63,7 @@ static int cfitsio_fail(char *err, size_t errlen, const char *what, int status)
 {
     char text[FLEN_STATUS];
     fits_get_errstatus(status, text); /* a table lookup: thread-safe, unlike the message stack */
-    return image_fail(err, errlen, status == MEMORY_ALLOCATION ? IMAGE_ENOMEM : IMAGE_EINVAL,
+    return error_set(err, errlen, status == MEMORY_ALLOCATION ? IMAGE_ENOMEM : IMAGE_EINVAL,
                       "%s: cfitsio error %d (%s)", what, status, text);
 }
 
@@ -109,7 +110,7 @@ static int read_pixels(struct image *img, const struct fits_layout *lay, const u
         goto out;
     }
     if (naxis != lay->naxis || bitpix != lay->bitpix) {
-        rc = image_fail(err, errlen, IMAGE_EINVAL, "inconsistent header: cfitsio reads BITPIX = %d, NAXIS = %d",
+        rc = error_set(err, errlen, IMAGE_EINVAL, "inconsistent header: cfitsio reads BITPIX = %d, NAXIS = %d",
                         bitpix, naxis);
         goto out;
     }
@@ -125,7 +126,7 @@ static int read_pixels(struct image *img, const struct fits_layout *lay, const u
             total = 0;
     }
     if (total != lay->pixels) {
-        rc = image_fail(err, errlen, IMAGE_EINVAL, "inconsistent header: cfitsio reads a different image size");
+        rc = error_set(err, errlen, IMAGE_EINVAL, "inconsistent header: cfitsio reads a different image size");
         goto out;
     }
 
@@ -147,7 +148,7 @@ static int read_pixels(struct image *img, const struct fits_layout *lay, const u
     size_t esize = f32 ? sizeof(float) : sizeof(double);
     pixels = image_alloc_large((size_t)lay->pixels * esize);
     if (!pixels) {
-        rc = image_fail(err, errlen, IMAGE_ENOMEM, "out of memory for %llu pixels", (unsigned long long)lay->pixels);
+        rc = error_set(err, errlen, IMAGE_ENOMEM, "out of memory for %llu pixels", (unsigned long long)lay->pixels);
         goto out;
     }
     /* Undefined pixels: integer BLANK values (and the nulls of compressed tiles) become NaN through
@@ -198,7 +199,7 @@ static int read_pixels_padded(struct image *img, const struct fits_layout *lay, 
     size_t padded_len = len + (FITS_BLOCK - rem);
     unsigned char *padded = image_alloc_large(padded_len);
     if (!padded)
-        return image_fail(err, errlen, IMAGE_ENOMEM, "out of memory for %zu bytes", padded_len);
+        return error_set(err, errlen, IMAGE_ENOMEM, "out of memory for %zu bytes", padded_len);
     memcpy(padded, buf, len);
     memset(padded + len, 0, padded_len - len);
     int rc = read_pixels(img, lay, padded, padded_len, err, errlen);
@@ -214,9 +215,9 @@ int image_decode(struct image *img, const void *bytes, size_t len, const struct 
     memset(img, 0, sizeof *img);
     struct image_limits lim = limits ? *limits : image_limits_default();
     if (!bytes || len == 0)
-        return image_fail(err, errlen, IMAGE_EINVAL, "empty input: 0 bytes");
+        return error_set(err, errlen, IMAGE_EINVAL, "empty input: 0 bytes");
     if (len > lim.max_bytes)
-        return image_fail(err, errlen, IMAGE_ETOOBIG, "input of %zu bytes is over the ceiling of %zu bytes", len,
+        return error_set(err, errlen, IMAGE_ETOOBIG, "input of %zu bytes is over the ceiling of %zu bytes", len,
                           lim.max_bytes);
     const unsigned char *buf = bytes;
     unsigned char *inflated = NULL;
@@ -228,7 +229,7 @@ int image_decode(struct image *img, const void *bytes, size_t len, const struct 
             return rc;
         if (n == 0) {
             free(inflated);
-            return image_fail(err, errlen, IMAGE_EINVAL, "empty input: the gzip data inflates to 0 bytes");
+            return error_set(err, errlen, IMAGE_EINVAL, "empty input: the gzip data inflates to 0 bytes");
         }
         buf = inflated;
         len = n;

@@ -2,6 +2,7 @@
  * size its data and step to the next HDU, and the ZIMAGE keywords of tile-compressed images. Every
  * size is computed in 64 bits with overflow checks; nothing is trusted before it is checked. */
 #include "fits_layout.h"
+#include "error_message.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -299,9 +300,9 @@ static int parse_header(struct hdu_header *h, const unsigned char *buf, size_t l
             if (idx == 0 && !h->primary)
                 return 1;
             if (idx == 0 && memcmp(buf, "SIMPLE", len < 6 ? len : 6) != 0)
-                return image_fail(err, errlen, IMAGE_EINVAL,
+                return error_set(err, errlen, IMAGE_EINVAL,
                                   "not a FITS file: it does not begin with the card SIMPLE = T");
-            return image_fail(err, errlen, IMAGE_EINVAL,
+            return error_set(err, errlen, IMAGE_EINVAL,
                               "%struncated FITS header: no END card in the %zu bytes given", w, len);
         }
         const unsigned char *card = buf + pos;
@@ -311,43 +312,43 @@ static int parse_header(struct hdu_header *h, const unsigned char *buf, size_t l
         if (kind != NOT_STRUCTURAL) {
             keyword_text(card, key);
             if (idx > 0 && !value_ok(card, kind)) /* the first card has its own checks below */
-                return image_fail(err, errlen, IMAGE_EINVAL, "%sthe value of %s is not a valid %s", w, key,
+                return error_set(err, errlen, IMAGE_EINVAL, "%sthe value of %s is not a valid %s", w, key,
                                   kind == VALUE_INT ? "integer" : kind == VALUE_NUMBER ? "number"
                                   : kind == VALUE_STRING ? "string" : "logical (T or F)");
             for (size_t i = 0; i < nseen; i++)
                 if (memcmp(buf + seen[i], card, 8) == 0)
-                    return image_fail(err, errlen, IMAGE_EINVAL,
+                    return error_set(err, errlen, IMAGE_EINVAL,
                                       "%sduplicate keyword %s: readers disagree on which one counts", w, key);
             if (nseen == sizeof seen / sizeof seen[0])
-                return image_fail(err, errlen, IMAGE_EINVAL, "%stoo many structural keywords in one header", w);
+                return error_set(err, errlen, IMAGE_EINVAL, "%stoo many structural keywords in one header", w);
             seen[nseen++] = pos;
         }
         if (idx == 0) {
             if (h->primary) {
                 if (!card_is(card, "SIMPLE") || card_logical(card, &iv))
-                    return image_fail(err, errlen, IMAGE_EINVAL,
+                    return error_set(err, errlen, IMAGE_EINVAL,
                                       "not a FITS file: it does not begin with the card SIMPLE = T");
                 if (!iv)
-                    return image_fail(err, errlen, IMAGE_EINVAL,
+                    return error_set(err, errlen, IMAGE_EINVAL,
                                       "SIMPLE = F: the file says it does not conform to FITS");
             } else {
                 if (!card_is(card, "XTENSION"))
                     return 1;
                 if (card_string(card, h->xtension, sizeof h->xtension))
-                    return image_fail(err, errlen, IMAGE_EINVAL, "%sXTENSION value is not a string", w);
+                    return error_set(err, errlen, IMAGE_EINVAL, "%sXTENSION value is not a string", w);
             }
             continue;
         }
         if (idx == 1) {
             if (!card_is(card, "BITPIX")) {
                 keyword_text(card, key);
-                return image_fail(err, errlen, IMAGE_EINVAL,
+                return error_set(err, errlen, IMAGE_EINVAL,
                                   "%sthe second header card must be BITPIX, found '%s'", w, key);
             }
             if (card_int(card, &v))
-                return image_fail(err, errlen, IMAGE_EINVAL, "%sBITPIX value is not an integer", w);
+                return error_set(err, errlen, IMAGE_EINVAL, "%sBITPIX value is not an integer", w);
             if (!valid_bitpix(v))
-                return image_fail(err, errlen, IMAGE_EINVAL,
+                return error_set(err, errlen, IMAGE_EINVAL,
                                   "%sBITPIX = %lld is not valid (8, 16, 32, 64, -32 or -64)", w, (long long)v);
             h->bitpix = (int)v;
             continue;
@@ -355,13 +356,13 @@ static int parse_header(struct hdu_header *h, const unsigned char *buf, size_t l
         if (idx == 2) {
             if (!card_is(card, "NAXIS")) {
                 keyword_text(card, key);
-                return image_fail(err, errlen, IMAGE_EINVAL,
+                return error_set(err, errlen, IMAGE_EINVAL,
                                   "%sthe third header card must be NAXIS, found '%s'", w, key);
             }
             if (card_int(card, &v))
-                return image_fail(err, errlen, IMAGE_EINVAL, "%sNAXIS value is not an integer", w);
+                return error_set(err, errlen, IMAGE_EINVAL, "%sNAXIS value is not an integer", w);
             if (v < 0 || v > FITS_MAX_AXES)
-                return image_fail(err, errlen, IMAGE_EINVAL, "%sNAXIS = %lld is not valid (0 to 999)", w,
+                return error_set(err, errlen, IMAGE_EINVAL, "%sNAXIS = %lld is not valid (0 to 999)", w,
                                   (long long)v);
             h->naxis = (int)v;
             continue;
@@ -370,11 +371,11 @@ static int parse_header(struct hdu_header *h, const unsigned char *buf, size_t l
             int n = idx - 2, k;
             if (!card_indexed(card, "NAXIS", &k) || k != n) {
                 keyword_text(card, key);
-                return image_fail(err, errlen, IMAGE_EINVAL, "%sheader card %d must be NAXIS%d, found '%s'", w,
+                return error_set(err, errlen, IMAGE_EINVAL, "%sheader card %d must be NAXIS%d, found '%s'", w,
                                   idx + 1, n, key);
             }
             if (card_int(card, &v) || v < 0)
-                return image_fail(err, errlen, IMAGE_EINVAL, "%sNAXIS%d is not a non-negative integer", w, n);
+                return error_set(err, errlen, IMAGE_EINVAL, "%sNAXIS%d is not a non-negative integer", w, n);
             h->naxes[n - 1] = v;
             continue;
         }
@@ -383,11 +384,11 @@ static int parse_header(struct hdu_header *h, const unsigned char *buf, size_t l
         int k;
         if (card_is(card, "PCOUNT")) {
             if (card_int(card, &v) || v < 0)
-                return image_fail(err, errlen, IMAGE_EINVAL, "%sPCOUNT is not a non-negative integer", w);
+                return error_set(err, errlen, IMAGE_EINVAL, "%sPCOUNT is not a non-negative integer", w);
             h->pcount = v;
         } else if (card_is(card, "GCOUNT")) {
             if (card_int(card, &v) || v < 0)
-                return image_fail(err, errlen, IMAGE_EINVAL, "%sGCOUNT is not a non-negative integer", w);
+                return error_set(err, errlen, IMAGE_EINVAL, "%sGCOUNT is not a non-negative integer", w);
             h->gcount = v;
         } else if (card_is(card, "GROUPS")) {
             if (card_logical(card, &iv) == 0)
@@ -397,18 +398,18 @@ static int parse_header(struct hdu_header *h, const unsigned char *buf, size_t l
                 h->zimage = iv;
         } else if (card_is(card, "ZBITPIX")) {
             if (card_int(card, &v) || !valid_bitpix(v))
-                return image_fail(err, errlen, IMAGE_EINVAL,
+                return error_set(err, errlen, IMAGE_EINVAL,
                                   "%sZBITPIX is not valid (8, 16, 32, 64, -32 or -64)", w);
             h->zbitpix = (int)v;
             h->have_zbitpix = 1;
         } else if (card_is(card, "ZNAXIS")) {
             if (card_int(card, &v) || v < 0 || v > FITS_MAX_AXES)
-                return image_fail(err, errlen, IMAGE_EINVAL, "%sZNAXIS is not valid (0 to 999)", w);
+                return error_set(err, errlen, IMAGE_EINVAL, "%sZNAXIS is not valid (0 to 999)", w);
             h->znaxis = (int)v;
             h->have_znaxis = 1;
         } else if (card_indexed(card, "ZNAXIS", &k)) {
             if (card_int(card, &v) || v < 0)
-                return image_fail(err, errlen, IMAGE_EINVAL, "%sZNAXIS%d is not a non-negative integer", w, k);
+                return error_set(err, errlen, IMAGE_EINVAL, "%sZNAXIS%d is not a non-negative integer", w, k);
             h->znaxes[k - 1] = v;
         } else if (card_is(card, "ZCMPTYPE")) {
             card_string(card, h->zcmptype, sizeof h->zcmptype); /* syntax checked above */
@@ -416,12 +417,12 @@ static int parse_header(struct hdu_header *h, const unsigned char *buf, size_t l
             card_string(card, h->zquantiz, sizeof h->zquantiz);
         } else if (card_is(card, "ZDITHER0")) {
             if (card_int(card, &v))
-                return image_fail(err, errlen, IMAGE_EINVAL, "%sZDITHER0 is not an integer", w);
+                return error_set(err, errlen, IMAGE_EINVAL, "%sZDITHER0 is not an integer", w);
             h->zdither0 = v;
             h->have_zdither0 = 1;
         } else if (card_indexed(card, "ZNAME", &k) || card_indexed(card, "ZVAL", &k)) {
             if (k > FITS_MAX_ZPARAMS)
-                return image_fail(err, errlen, IMAGE_EINVAL, "%smore than %d compression parameters (ZNAMEn)", w,
+                return error_set(err, errlen, IMAGE_EINVAL, "%smore than %d compression parameters (ZNAMEn)", w,
                                   FITS_MAX_ZPARAMS);
             char value[72];
             if (card[1] == 'N') {
@@ -432,7 +433,7 @@ static int parse_header(struct hdu_header *h, const unsigned char *buf, size_t l
             }
         } else if (card_indexed(card, "ZTILE", &k)) {
             if (card_int(card, &v) || v < 1)
-                return image_fail(err, errlen, IMAGE_EINVAL, "%sZTILE%d is not a positive integer", w, k);
+                return error_set(err, errlen, IMAGE_EINVAL, "%sZTILE%d is not a positive integer", w, k);
             h->ztile[k - 1] = v;
         }
     }
@@ -473,7 +474,7 @@ overflow: {
                                  (long long)h->naxes[i]);
     if (h->naxis > 0 && used >= sizeof dims - 40)
         snprintf(dims + used, sizeof dims - used, ", ...");
-    return image_fail(err, errlen, IMAGE_EINVAL, "%sthe data size overflows 64 bits (%s, BITPIX = %d)", w, dims,
+    return error_set(err, errlen, IMAGE_EINVAL, "%sthe data size overflows 64 bits (%s, BITPIX = %d)", w, dims,
                       h->bitpix);
 }
 }
@@ -524,7 +525,7 @@ static int check_compression(const struct hdu_header *h, const char *w, char *er
         type[--n] = '\0';
     int rice = !strcmp(type, "RICE_1") || !strcmp(type, "RICE_ONE");
     if (!rice && strcmp(type, "GZIP_1") != 0 && strcmp(type, "GZIP_2") != 0)
-        return image_fail(err, errlen, IMAGE_EINVAL, "%sZCMPTYPE = '%s' is not supported (RICE_1, GZIP_1 or GZIP_2)",
+        return error_set(err, errlen, IMAGE_EINVAL, "%sZCMPTYPE = '%s' is not supported (RICE_1, GZIP_1 or GZIP_2)",
                           w, type);
     int have_blocksize = 0;
     for (int i = 0; i < FITS_MAX_ZPARAMS; i++) {
@@ -532,21 +533,21 @@ static int check_compression(const struct hdu_header *h, const char *w, char *er
             continue;
         have_blocksize |= !strncmp(h->zname[i], "BLOCKSIZE", 9);
         if (!h->have_zval[i])
-            return image_fail(err, errlen, IMAGE_EINVAL, "%sZNAME%d has no ZVAL%d", w, i + 1, i + 1);
+            return error_set(err, errlen, IMAGE_EINVAL, "%sZNAME%d has no ZVAL%d", w, i + 1, i + 1);
         double v = h->zval[i];
         if (rice && !strncmp(h->zname[i], "BLOCKSIZE", 9) && !(v >= 1.0 && v <= 1048576.0 && v == floor(v)))
-            return image_fail(err, errlen, IMAGE_EINVAL, "%sRice BLOCKSIZE = %g is not valid", w, v);
+            return error_set(err, errlen, IMAGE_EINVAL, "%sRice BLOCKSIZE = %g is not valid", w, v);
         if (rice && !strncmp(h->zname[i], "BYTEPIX", 7) && v != 1.0 && v != 2.0 && v != 4.0 && v != 8.0)
-            return image_fail(err, errlen, IMAGE_EINVAL, "%sRice BYTEPIX = %g is not valid (1, 2, 4 or 8)", w, v);
+            return error_set(err, errlen, IMAGE_EINVAL, "%sRice BYTEPIX = %g is not valid (1, 2, 4 or 8)", w, v);
     }
     if (rice && !have_blocksize) /* cfitsio has no default: it would divide by zero */
-        return image_fail(err, errlen, IMAGE_EINVAL, "%sRice-compressed image without a BLOCKSIZE parameter", w);
+        return error_set(err, errlen, IMAGE_EINVAL, "%sRice-compressed image without a BLOCKSIZE parameter", w);
     if (h->have_zdither0 && (h->zdither0 < 1 || h->zdither0 > 10000))
-        return image_fail(err, errlen, IMAGE_EINVAL, "%sZDITHER0 = %lld is not in [1, 10000]", w,
+        return error_set(err, errlen, IMAGE_EINVAL, "%sZDITHER0 = %lld is not in [1, 10000]", w,
                           (long long)h->zdither0);
     if (h->zquantiz[0] && strncmp(h->zquantiz, "NO_DITHER", 9) && strncmp(h->zquantiz, "SUBTRACTIVE_DITHER_1", 20) &&
         strncmp(h->zquantiz, "SUBTRACTIVE_DITHER_2", 20) && strncmp(h->zquantiz, "NONE", 4))
-        return image_fail(err, errlen, IMAGE_EINVAL, "%sZQUANTIZ = '%s' is not a known quantisation", w, h->zquantiz);
+        return error_set(err, errlen, IMAGE_EINVAL, "%sZQUANTIZ = '%s' is not a known quantisation", w, h->zquantiz);
     return IMAGE_OK;
 }
 
@@ -564,7 +565,7 @@ static int check_image(struct fits_layout *lay, const struct hdu_header *h, uint
         if (axes[i] == 1)
             continue;
         if (nkept == 2)
-            return image_fail(err, errlen, IMAGE_EINVAL,
+            return error_set(err, errlen, IMAGE_EINVAL,
                               "%s%s%d = %lld: image must be 2-D after dropping degenerate axes "
                               "(%s%d = %lld and %s%d = %lld already)",
                               w, name, i + 1, (long long)axes[i], name, kept[0] + 1, (long long)axes[kept[0]], name,
@@ -573,25 +574,25 @@ static int check_image(struct fits_layout *lay, const struct hdu_header *h, uint
     }
     if (nkept < 2) {
         if (nkept == 1)
-            return image_fail(err, errlen, IMAGE_EINVAL,
+            return error_set(err, errlen, IMAGE_EINVAL,
                               "%s%s = %d: image must be 2-D after dropping degenerate axes, only %s%d = %lld "
                               "is longer than 1",
                               w, name, n, name, kept[0] + 1, (long long)axes[kept[0]]);
-        return image_fail(err, errlen, IMAGE_EINVAL,
+        return error_set(err, errlen, IMAGE_EINVAL,
                           "%simage is 1x1: it must be 2-D after dropping degenerate axes (every %sn is 1)", w,
                           name);
     }
     uint64_t pixels;
     if (__builtin_mul_overflow((uint64_t)axes[kept[0]], (uint64_t)axes[kept[1]], &pixels))
-        return image_fail(err, errlen, IMAGE_EINVAL, "%s%s%d x %s%d overflows 64 bits", w, name, kept[0] + 1,
+        return error_set(err, errlen, IMAGE_EINVAL, "%s%s%d x %s%d overflows 64 bits", w, name, kept[0] + 1,
                           name, kept[1] + 1);
     if (pixels > lim->max_pixels)
-        return image_fail(err, errlen, IMAGE_ETOOBIG, "%simage of %lld x %lld = %llu pixels is over the ceiling of %llu",
+        return error_set(err, errlen, IMAGE_ETOOBIG, "%simage of %lld x %lld = %llu pixels is over the ceiling of %llu",
                           w, (long long)axes[kept[0]], (long long)axes[kept[1]], (unsigned long long)pixels,
                           (unsigned long long)lim->max_pixels);
     if (is_compressed_image(h)) {
         if (!h->have_zbitpix)
-            return image_fail(err, errlen, IMAGE_EINVAL, "%stile-compressed image without ZBITPIX", w);
+            return error_set(err, errlen, IMAGE_EINVAL, "%stile-compressed image without ZBITPIX", w);
         int rc = check_compression(h, w, err, errlen);
         if (rc != IMAGE_OK)
             return rc;
@@ -600,13 +601,13 @@ static int check_image(struct fits_layout *lay, const struct hdu_header *h, uint
         for (int i = 0; i < n; i++) {
             uint64_t t = h->ztile[i] ? (uint64_t)h->ztile[i] : (i == 0 ? (uint64_t)axes[0] : 1);
             if (__builtin_mul_overflow(tile, t, &tile) || tile > lim->max_pixels)
-                return image_fail(err, errlen, IMAGE_ETOOBIG,
+                return error_set(err, errlen, IMAGE_ETOOBIG,
                                   "%scompression tiles (ZTILEn) are larger than the ceiling of %llu pixels", w,
                                   (unsigned long long)lim->max_pixels);
         }
     }
     if (h->data_start > len || data_bytes > len - h->data_start)
-        return image_fail(err, errlen, IMAGE_EINVAL,
+        return error_set(err, errlen, IMAGE_EINVAL,
                           "%struncated data: the header declares %llu bytes of data, only %zu follow it", w,
                           (unsigned long long)data_bytes, h->data_start > len ? (size_t)0 : len - h->data_start);
     lay->hdu = h->number;
@@ -626,10 +627,10 @@ int fits_layout_scan(struct fits_layout *lay, const unsigned char *buf, size_t l
 {
     memset(lay, 0, sizeof *lay);
     if (len == 0)
-        return image_fail(err, errlen, IMAGE_EINVAL, "empty input: 0 bytes");
+        return error_set(err, errlen, IMAGE_EINVAL, "empty input: 0 bytes");
     struct hdu_header *h = malloc(sizeof *h);
     if (!h)
-        return image_fail(err, errlen, IMAGE_ENOMEM, "out of memory reading the FITS header");
+        return error_set(err, errlen, IMAGE_ENOMEM, "out of memory reading the FITS header");
     int rc = IMAGE_OK;
     char primary_empty[96] = "";
     size_t start = 0;
@@ -662,7 +663,7 @@ int fits_layout_scan(struct fits_layout *lay, const unsigned char *buf, size_t l
             break;
         start = h->data_start + (size_t)padded;
     }
-    rc = image_fail(err, errlen, IMAGE_EINVAL, "no image data: %s and no image extension follows",
+    rc = error_set(err, errlen, IMAGE_EINVAL, "no image data: %s and no image extension follows",
                     primary_empty[0] ? primary_empty : "none of the first HDUs holds an image");
 out:
     free(h);

@@ -2,6 +2,7 @@
  * tiles (the FITS tiled-image compression convention, Pence et al. 2009; Rice coding as in Rice, Yeh &
  * Miller 1993), written from the format description, and a bounded inflate of gzip tiles. */
 #include "fits_tiles.h"
+#include "error_message.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,7 +124,7 @@ static int cfitsio_error(char *err, size_t errlen, const char *what, int status)
 {
     char text[FLEN_STATUS];
     fits_get_errstatus(status, text);
-    return image_fail(err, errlen, status == MEMORY_ALLOCATION ? IMAGE_ENOMEM : IMAGE_EINVAL,
+    return error_set(err, errlen, status == MEMORY_ALLOCATION ? IMAGE_ENOMEM : IMAGE_EINVAL,
                       "%s: cfitsio error %d (%s)", what, status, text);
 }
 
@@ -187,15 +188,15 @@ static int check_tile(fitsfile *f, int col, long long row, enum tile_codec codec
         return IMAGE_OK; /* the tile is in another column */
     if (codec == TILE_RAW_FALLBACK) /* elements of the column's own type; cfitsio converts them */
         return length == npix ? IMAGE_OK
-                              : image_fail(err, errlen, IMAGE_EINVAL,
+                              : error_set(err, errlen, IMAGE_EINVAL,
                                            "tile %lld: %lld uncompressed values for %lld pixels", row,
                                            (long long)length, npix);
     if (length < 0 || offset < 0 || length > heap || offset > heap - length)
-        return image_fail(err, errlen, IMAGE_EINVAL, "tile %lld: its bytes lie outside the heap", row);
+        return error_set(err, errlen, IMAGE_EINVAL, "tile %lld: its bytes lie outside the heap", row);
     if ((size_t)length > *cap) {
         unsigned char *grown = realloc(*buf, (size_t)length);
         if (!grown)
-            return image_fail(err, errlen, IMAGE_ENOMEM, "out of memory for a compressed tile");
+            return error_set(err, errlen, IMAGE_ENOMEM, "out of memory for a compressed tile");
         *buf = grown;
         *cap = (size_t)length;
     }
@@ -203,17 +204,17 @@ static int check_tile(fitsfile *f, int col, long long row, enum tile_codec codec
         return cfitsio_error(err, errlen, "cannot read a compressed tile", status);
     if (codec == TILE_RICE) {
         if (fits_rice_decode(*buf, (size_t)length, npix, blocksize, bytepix, NULL))
-            return image_fail(err, errlen, IMAGE_EINVAL,
+            return error_set(err, errlen, IMAGE_EINVAL,
                               "tile %lld: corrupt Rice-compressed data (%lld bytes do not hold its %lld pixels)", row,
                               (long long)length, npix);
         return IMAGE_OK;
     }
     int64_t z = inflate_bounded(*buf, (size_t)length, (uint64_t)npix * 8); /* no pixel is wider than 8 bytes */
     if (z == -2)
-        return image_fail(err, errlen, IMAGE_ENOMEM, "zlib has no memory for a compressed tile");
+        return error_set(err, errlen, IMAGE_ENOMEM, "zlib has no memory for a compressed tile");
     int64_t want = npix * elem_bytes;
     if (z < 0 || !(z == want || (codec == TILE_GZIP && z == npix * 4)))
-        return image_fail(err, errlen, IMAGE_EINVAL,
+        return error_set(err, errlen, IMAGE_EINVAL,
                           "tile %lld: corrupt gzip-compressed data (not %lld pixels of %d bytes)", row, npix,
                           elem_bytes);
     return IMAGE_OK;
@@ -234,12 +235,12 @@ int fits_tiles_check(fitsfile *f, char *err, size_t errlen)
     else if (!strcmp(ctype, "GZIP_1") || !strcmp(ctype, "GZIP_2"))
         codec = TILE_GZIP;
     else
-        return image_fail(err, errlen, IMAGE_EINVAL, "ZCMPTYPE = '%s' is not supported (RICE_1, GZIP_1 or GZIP_2)",
+        return error_set(err, errlen, IMAGE_EINVAL, "ZCMPTYPE = '%s' is not supported (RICE_1, GZIP_1 or GZIP_2)",
                           ctype);
     long long zbitpix = 0;
     if (key_ll(f, "ZBITPIX", 0, &zbitpix, &status) ||
         (zbitpix != 8 && zbitpix != 16 && zbitpix != 32 && zbitpix != 64 && zbitpix != -32 && zbitpix != -64))
-        return image_fail(err, errlen, IMAGE_EINVAL, "tile-compressed image: ZBITPIX is not valid");
+        return error_set(err, errlen, IMAGE_EINVAL, "tile-compressed image: ZBITPIX is not valid");
     const int elem_bytes = (int)(zbitpix < 0 ? -zbitpix : zbitpix) / 8;
 
     /* Rice parameters, as cfitsio reads them: ZNAMEi = 'BLOCKSIZE' / 'BYTEPIX' with their ZVALi; a
@@ -264,26 +265,26 @@ int fits_tiles_check(fitsfile *f, char *err, size_t errlen)
             bytepix = v;
     }
     if (codec == TILE_RICE && (blocksize < 1 || blocksize > (1 << 20)))
-        return image_fail(err, errlen, IMAGE_EINVAL, "Rice BLOCKSIZE = %lld is not valid", blocksize);
+        return error_set(err, errlen, IMAGE_EINVAL, "Rice BLOCKSIZE = %lld is not valid", blocksize);
     if (bytepix != 1 && bytepix != 2)
         bytepix = 4;
 
     /* Tile geometry: ZTILEn (default: whole rows), tiles in row-major order, the last ones clipped. */
     long long znaxis, dims[FITS_MAX_AXES], tile[FITS_MAX_AXES], ntiles[FITS_MAX_AXES], total = 1;
     if (key_ll(f, "ZNAXIS", 0, &znaxis, &status) || znaxis < 1 || znaxis > FITS_MAX_AXES)
-        return image_fail(err, errlen, IMAGE_EINVAL, "tile-compressed image: ZNAXIS is not in [1, %d]",
+        return error_set(err, errlen, IMAGE_EINVAL, "tile-compressed image: ZNAXIS is not in [1, %d]",
                           FITS_MAX_AXES);
     for (int i = 0; i < znaxis; i++) {
         char key[16];
         snprintf(key, sizeof key, "ZNAXIS%d", i + 1);
         if (key_ll(f, key, 0, &dims[i], &status) || dims[i] < 1)
-            return image_fail(err, errlen, IMAGE_EINVAL, "tile-compressed image: %s is not positive", key);
+            return error_set(err, errlen, IMAGE_EINVAL, "tile-compressed image: %s is not positive", key);
         snprintf(key, sizeof key, "ZTILE%d", i + 1);
         if (key_ll(f, key, i == 0 ? dims[0] : 1, &tile[i], &status) || tile[i] < 1)
-            return image_fail(err, errlen, IMAGE_EINVAL, "tile-compressed image: %s is not positive", key);
+            return error_set(err, errlen, IMAGE_EINVAL, "tile-compressed image: %s is not positive", key);
         ntiles[i] = (dims[i] + tile[i] - 1) / tile[i];
         if (__builtin_mul_overflow(total, ntiles[i], &total))
-            return image_fail(err, errlen, IMAGE_EINVAL, "tile-compressed image: too many tiles");
+            return error_set(err, errlen, IMAGE_EINVAL, "tile-compressed image: too many tiles");
     }
     long long rows = 0, heap = 0;
     int col = 0, gzip_col = 0, raw_col = 0;

@@ -1,6 +1,7 @@
 /* zlib inflate of gzip data into a buffer that grows geometrically but is capped at the ceiling + 1
  * byte: producing that extra byte is how an over-long stream is detected without inflating the rest. */
 #include "gzip_inflate.h"
+#include "error_message.h"
 
 #include <limits.h>
 #include <stdint.h>
@@ -37,7 +38,7 @@ int gzip_inflate_budget(const void *in, size_t in_len, size_t max_out, int (*res
     *out = NULL;
     *out_len = 0;
     if (!gzip_is_gzip(in, in_len))
-        return image_fail(err, errlen, IMAGE_EINVAL, "not gzip data (no 1f 8b magic)");
+        return error_set(err, errlen, IMAGE_EINVAL, "not gzip data (no 1f 8b magic)");
     if (max_out >= SIZE_MAX)
         max_out = SIZE_MAX - 1;
     const size_t hard_cap = max_out + 1; /* one byte past the ceiling proves the stream is too long */
@@ -56,36 +57,36 @@ int gzip_inflate_budget(const void *in, size_t in_len, size_t max_out, int (*res
     if (cap > hard_cap)
         cap = hard_cap;
     if (reserve && reserve(ctx, cap))
-        return image_fail(err, errlen, IMAGE_ENOMEM, "the memory budget has no room for %zu bytes of gzip output",
+        return error_set(err, errlen, IMAGE_ENOMEM, "the memory budget has no room for %zu bytes of gzip output",
                           cap);
     unsigned char *buf = malloc(cap);
     if (!buf)
-        return image_fail(err, errlen, IMAGE_ENOMEM, "out of memory for %zu bytes of gzip output", cap);
+        return error_set(err, errlen, IMAGE_ENOMEM, "out of memory for %zu bytes of gzip output", cap);
 
     z_stream zs;
     memset(&zs, 0, sizeof zs);
     if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) { /* 16+: gzip wrapper only */
         free(buf);
-        return image_fail(err, errlen, IMAGE_ENOMEM, "zlib inflateInit2 failed");
+        return error_set(err, errlen, IMAGE_ENOMEM, "zlib inflateInit2 failed");
     }
     size_t consumed = 0, produced = 0;
     int rc = IMAGE_OK;
     for (;;) {
         if (produced == cap) {
             if (cap == hard_cap) {
-                rc = image_fail(err, errlen, IMAGE_ETOOBIG,
+                rc = error_set(err, errlen, IMAGE_ETOOBIG,
                                 "gzip data inflates past the ceiling of %zu bytes", max_out);
                 break;
             }
             size_t next = cap > hard_cap / 2 ? hard_cap : cap * 2;
             if (reserve && reserve(ctx, next - cap)) {
-                rc = image_fail(err, errlen, IMAGE_ENOMEM,
+                rc = error_set(err, errlen, IMAGE_ENOMEM,
                                 "the memory budget has no room for %zu bytes of gzip output", next);
                 break;
             }
             unsigned char *grown = realloc(buf, next);
             if (!grown) {
-                rc = image_fail(err, errlen, IMAGE_ENOMEM, "out of memory for %zu bytes of gzip output", next);
+                rc = error_set(err, errlen, IMAGE_ENOMEM, "out of memory for %zu bytes of gzip output", next);
                 break;
             }
             buf = grown;
@@ -105,7 +106,7 @@ int gzip_inflate_budget(const void *in, size_t in_len, size_t max_out, int (*res
             if (rest == 0 || all_zero(src + consumed, rest))
                 break;
             if (!gzip_is_gzip(src + consumed, rest)) {
-                rc = image_fail(err, errlen, IMAGE_EINVAL,
+                rc = error_set(err, errlen, IMAGE_EINVAL,
                                 "%zu bytes of trailing garbage after the gzip stream", rest);
                 break;
             }
@@ -117,21 +118,21 @@ int gzip_inflate_budget(const void *in, size_t in_len, size_t max_out, int (*res
         if (zr == Z_BUF_ERROR && zs.avail_out == 0)
             continue; /* output full: grow and go on */
         if (zr == Z_BUF_ERROR) { /* no progress possible: input exhausted mid-stream */
-            rc = image_fail(err, errlen, IMAGE_EINVAL, "truncated gzip data (stream ends after %zu bytes)",
+            rc = error_set(err, errlen, IMAGE_EINVAL, "truncated gzip data (stream ends after %zu bytes)",
                             in_len);
             break;
         }
         if (zr == Z_MEM_ERROR) {
-            rc = image_fail(err, errlen, IMAGE_ENOMEM, "zlib ran out of memory");
+            rc = error_set(err, errlen, IMAGE_ENOMEM, "zlib ran out of memory");
             break;
         }
-        rc = image_fail(err, errlen, IMAGE_EINVAL, "corrupt gzip data: %s",
+        rc = error_set(err, errlen, IMAGE_EINVAL, "corrupt gzip data: %s",
                         zs.msg ? zs.msg : "invalid deflate stream");
         break;
     }
     inflateEnd(&zs);
     if (rc == IMAGE_OK && produced > max_out) /* the stream ended exactly one byte past the ceiling */
-        rc = image_fail(err, errlen, IMAGE_ETOOBIG, "gzip data inflates past the ceiling of %zu bytes", max_out);
+        rc = error_set(err, errlen, IMAGE_ETOOBIG, "gzip data inflates past the ceiling of %zu bytes", max_out);
     if (rc != IMAGE_OK) {
         free(buf);
         return rc;

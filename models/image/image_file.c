@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "image.h"
+#include "error_message.h"
 #include "image_internal.h"
 
 static const char *errno_text(int e, char *buf, size_t n)
@@ -32,30 +33,30 @@ int image_read_file(const char *path, size_t max_bytes, unsigned char **bytes, s
     *bytes = NULL;
     *len = 0;
     if (!path || !*path)
-        return image_fail(err, errlen, IMAGE_EIO, "empty file name");
+        return error_set(err, errlen, IMAGE_EIO, "empty file name");
     int fd;
     do
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     while (fd < 0 && errno == EINTR);
     if (fd < 0) {
         int e = errno;
-        return image_fail(err, errlen, IMAGE_EIO, "cannot open '%s': %s", path, errno_text(e, ebuf, sizeof ebuf));
+        return error_set(err, errlen, IMAGE_EIO, "cannot open '%s': %s", path, errno_text(e, ebuf, sizeof ebuf));
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
         close(fd);
-        return image_fail(err, errlen, IMAGE_EIO, "cannot stat '%s': %s", path, errno_text(e, ebuf, sizeof ebuf));
+        return error_set(err, errlen, IMAGE_EIO, "cannot stat '%s': %s", path, errno_text(e, ebuf, sizeof ebuf));
     }
     if (S_ISDIR(st.st_mode)) {
         close(fd);
-        return image_fail(err, errlen, IMAGE_EIO, "'%s' is a directory", path);
+        return error_set(err, errlen, IMAGE_EIO, "'%s' is a directory", path);
     }
     size_t cap;
     if (S_ISREG(st.st_mode)) {
         if ((unsigned long long)st.st_size > max_bytes) {
             close(fd);
-            return image_fail(err, errlen, IMAGE_ETOOBIG, "'%s' is %lld bytes, over the ceiling of %zu bytes",
+            return error_set(err, errlen, IMAGE_ETOOBIG, "'%s' is %lld bytes, over the ceiling of %zu bytes",
                               path, (long long)st.st_size, max_bytes);
         }
         cap = (size_t)st.st_size + 1; /* +1 notices a file that grew since fstat */
@@ -67,14 +68,14 @@ int image_read_file(const char *path, size_t max_bytes, unsigned char **bytes, s
     unsigned char *buf = malloc(cap ? cap : 1);
     if (!buf) {
         close(fd);
-        return image_fail(err, errlen, IMAGE_ENOMEM, "out of memory for %zu bytes", cap);
+        return error_set(err, errlen, IMAGE_ENOMEM, "out of memory for %zu bytes", cap);
     }
     size_t n = 0;
     int rc = IMAGE_OK;
     for (;;) {
         if (n == cap) {
             if (n > max_bytes) {
-                rc = image_fail(err, errlen, IMAGE_ETOOBIG, "'%s' is longer than the ceiling of %zu bytes", path,
+                rc = error_set(err, errlen, IMAGE_ETOOBIG, "'%s' is longer than the ceiling of %zu bytes", path,
                                 max_bytes);
                 break;
             }
@@ -83,7 +84,7 @@ int image_read_file(const char *path, size_t max_bytes, unsigned char **bytes, s
                 next = max_bytes + 1;
             unsigned char *grown = realloc(buf, next);
             if (!grown) {
-                rc = image_fail(err, errlen, IMAGE_ENOMEM, "out of memory for %zu bytes", next);
+                rc = error_set(err, errlen, IMAGE_ENOMEM, "out of memory for %zu bytes", next);
                 break;
             }
             buf = grown;
@@ -94,7 +95,7 @@ int image_read_file(const char *path, size_t max_bytes, unsigned char **bytes, s
             if (errno == EINTR)
                 continue;
             int e = errno;
-            rc = image_fail(err, errlen, IMAGE_EIO, "cannot read '%s': %s", path, errno_text(e, ebuf, sizeof ebuf));
+            rc = error_set(err, errlen, IMAGE_EIO, "cannot read '%s': %s", path, errno_text(e, ebuf, sizeof ebuf));
             break;
         }
         if (r == 0)
@@ -103,7 +104,7 @@ int image_read_file(const char *path, size_t max_bytes, unsigned char **bytes, s
     }
     close(fd);
     if (rc == IMAGE_OK && n > max_bytes)
-        rc = image_fail(err, errlen, IMAGE_ETOOBIG, "'%s' is longer than the ceiling of %zu bytes", path, max_bytes);
+        rc = error_set(err, errlen, IMAGE_ETOOBIG, "'%s' is longer than the ceiling of %zu bytes", path, max_bytes);
     if (rc != IMAGE_OK) {
         free(buf);
         return rc;

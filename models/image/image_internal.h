@@ -1,5 +1,4 @@
-/* Helpers shared by the image library's modules and nowhere else: the error-message writer that every
- * function reporting a failure uses. */
+/* Helpers shared by the image library's modules and nowhere else. */
 #ifndef STOPCAL_IMAGE_INTERNAL_H
 #define STOPCAL_IMAGE_INTERNAL_H
 
@@ -29,11 +28,6 @@
 #else
 #define IMAGE_HOT
 #endif
-
-/* printf into err (errlen bytes, NUL-terminated, truncated if long); err may be NULL. Returns code,
- * so that callers can write `return image_fail(err, errlen, IMAGE_EINVAL, "…", …);`. */
-int image_fail(char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
 
 /* malloc for the large per-image buffers: on Linux, 2 MiB-aligned and advised for transparent huge
  * pages when at least 4 MiB, since faulting in 4 KiB pages costs more than the work on them (notably in

@@ -15,6 +15,7 @@
  * Non-finite pixels count as 0 throughout (as training made them) and are counted; the stretched image
  * is made row by row as the resize needs it, never stored whole, and the decoded image is not modified. */
 #include "preprocess.h"
+#include "error_message.h"
 
 #include <limits.h>
 #include <math.h>
@@ -33,19 +34,19 @@
 static int check_config(const struct model_config *cfg, char *err, size_t errlen)
 {
     if (!cfg)
-        return image_fail(err, errlen, IMAGE_ECONFIG, "no model configuration");
+        return error_set(err, errlen, IMAGE_ECONFIG, "no model configuration");
     if (cfg->profile != MODEL_PROFILE_CORTEXCHANGE_V2 && cfg->profile != MODEL_PROFILE_CORTEXCHANGE_V3)
-        return image_fail(err, errlen, IMAGE_ECONFIG, "unknown preprocessing profile %d", (int)cfg->profile);
+        return error_set(err, errlen, IMAGE_ECONFIG, "unknown preprocessing profile %d", (int)cfg->profile);
     if (cfg->input_size < 1 || cfg->input_size > PREPROCESS_MAX_SIZE)
-        return image_fail(err, errlen, IMAGE_ECONFIG, "input_size = %d is not in [1, %d]", cfg->input_size,
+        return error_set(err, errlen, IMAGE_ECONFIG, "input_size = %d is not in [1, %d]", cfg->input_size,
                           PREPROCESS_MAX_SIZE);
     if (!isfinite(cfg->noise_sigma) || cfg->noise_sigma < 0.0f)
-        return image_fail(err, errlen, IMAGE_ECONFIG, "noise_sigma = %g must be finite and >= 0",
+        return error_set(err, errlen, IMAGE_ECONFIG, "noise_sigma = %g must be finite and >= 0",
                           (double)cfg->noise_sigma);
     if (cfg->profile == MODEL_PROFILE_CORTEXCHANGE_V3)
         for (int c = 0; c < 3; c++)
             if (!isfinite(cfg->mean[c]) || !isfinite(cfg->std[c]) || cfg->std[c] == 0.0f)
-                return image_fail(err, errlen, IMAGE_ECONFIG, "mean[%d] = %g, std[%d] = %g: need finite, std != 0",
+                return error_set(err, errlen, IMAGE_ECONFIG, "mean[%d] = %g, std[%d] = %g: need finite, std != 0",
                                   c, (double)cfg->mean[c], c, (double)cfg->std[c]);
     return IMAGE_OK;
 }
@@ -92,9 +93,9 @@ int preprocess_image(float *out, const struct image *img, const struct model_con
     if (rc != IMAGE_OK)
         return rc;
     if (!out || !img || !img->pixels || img->width < 1 || img->height < 1)
-        return image_fail(err, errlen, IMAGE_EINVAL, "no image to preprocess");
+        return error_set(err, errlen, IMAGE_EINVAL, "no image to preprocess");
     if (img->width > INT_MAX || img->height > INT_MAX)
-        return image_fail(err, errlen, IMAGE_EINVAL, "image of %lld x %lld pixels is too large to resize",
+        return error_set(err, errlen, IMAGE_EINVAL, "image of %lld x %lld pixels is too large to resize",
                           (long long)img->width, (long long)img->height);
     const int w = (int)img->width, h = (int)img->height, S = cfg->input_size;
     const size_t n = (size_t)w * (size_t)h, plane = (size_t)S * (size_t)S;
@@ -110,7 +111,7 @@ int preprocess_image(float *out, const struct image *img, const struct model_con
     struct row_source rs = {.img = img, .width = w, .noise_seed = noise_seed};
     symlog_norm_init(&rs.norm, noise.rms);
     if (!isfinite(rs.norm.t_vmax - rs.norm.t_vmin)) /* matplotlib: "Invalid vmin or vmax" */
-        return image_fail(err, errlen, IMAGE_EINVAL,
+        return error_set(err, errlen, IMAGE_EINVAL,
                           "rms = %g: vmax = 50000 rms overflows, the stretch is undefined", noise.rms);
     rs.ymin = symlog_normalize(&rs.norm, noise.xmin); /* the norm increases: min(y) = norm(min(x)) */
     rs.noise_sigma = v3 ? 0.0 : (double)cfg->noise_sigma;
@@ -124,7 +125,7 @@ int preprocess_image(float *out, const struct image *img, const struct model_con
     rs.tag = malloc((size_t)rs.slots * sizeof *rs.tag);
     double *r = malloc(2 * plane * sizeof *r); /* the resized image, then its transpose */
     if (!rs.ring || !rs.tag || !r) {
-        rc = image_fail(err, errlen, IMAGE_ENOMEM, "out of memory for a %d x %d resize", S, S);
+        rc = error_set(err, errlen, IMAGE_ENOMEM, "out of memory for a %d x %d resize", S, S);
         goto out;
     }
     for (int i = 0; i < rs.slots; i++)
@@ -137,7 +138,7 @@ int preprocess_image(float *out, const struct image *img, const struct model_con
         for (int y = 0; y < h; y++)
             memcpy(r + (size_t)y * S, stretched_row(&rs, y), (size_t)S * sizeof *r);
     } else if (resample2d_rows_f64(r, h, w, S, S, 0.0, 0.0, mode, stretched_row, &rs)) {
-        rc = image_fail(err, errlen, IMAGE_ENOMEM, "resize of %d x %d to %d x %d failed (out of memory)", w, h,
+        rc = error_set(err, errlen, IMAGE_ENOMEM, "resize of %d x %d to %d x %d failed (out of memory)", w, h,
                         S, S);
         goto out;
     }

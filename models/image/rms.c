@@ -5,6 +5,7 @@
  * instead. Each clipped std is one pass of sums shifted by the median (the kept values lie within 3 rms
  * of it, so nothing cancels). */
 #include "rms.h"
+#include "error_message.h"
 
 #include <float.h>
 #include <math.h>
@@ -250,7 +251,7 @@ static int median_by_buckets(const void *x, size_t n, int f32, size_t m, double 
 {
     size_t *hist = calloc(RMS_BUCKETS, sizeof *hist);
     if (!hist)
-        return image_fail(err, errlen, IMAGE_ENOMEM, "out of memory for the rms");
+        return error_set(err, errlen, IMAGE_ENOMEM, "out of memory for the rms");
     if (f32)
         histogram_f32(x, n, hist);
     else
@@ -263,11 +264,11 @@ static int median_by_buckets(const void *x, size_t n, int f32, size_t m, double 
     free(hist);
     double *g = malloc((nb ? nb : 1) * sizeof *g);
     if (!g)
-        return image_fail(err, errlen, IMAGE_ENOMEM, "out of memory for the median (%zu values)", nb);
+        return error_set(err, errlen, IMAGE_ENOMEM, "out of memory for the median (%zu values)", nb);
     size_t ng = f32 ? gather_f32(x, n, bk, g) : gather_f64(x, n, bk, g);
     if (ng != nb || r >= nb) { /* the passes saw different data: a caller bug */
         free(g);
-        return image_fail(err, errlen, IMAGE_EINVAL, "internal error: the image changed during the rms");
+        return error_set(err, errlen, IMAGE_EINVAL, "internal error: the image changed during the rms");
     }
     double upper = rms_select(g, nb, r);
     if (m % 2 == 0) { /* numpy averages the two middle values */
@@ -300,13 +301,13 @@ int rms_estimate(const void *x, size_t n, int f32, struct rms_result *res, char 
     struct scan sc;
     if ((f32 ? scan_f32(x, n, center, lo, hi, &sc, &win) : scan_f64(x, n, center, lo, hi, &sc, &win)) != 0) {
         free(win.v);
-        return image_fail(err, errlen, IMAGE_ENOMEM, "out of memory for the median");
+        return error_set(err, errlen, IMAGE_ENOMEM, "out of memory for the median");
     }
     res->nonfinite = sc.nonfinite;
     res->xmin = sc.xmin;
     if (sc.m == 0) {
         free(win.v);
-        return image_fail(err, errlen, IMAGE_EINVAL,
+        return error_set(err, errlen, IMAGE_EINVAL,
                           "rms is undefined: no pixel has |value| > 1e-7 (the image is all zero or all NaN)");
     }
 
@@ -357,9 +358,9 @@ int rms_estimate(const void *x, size_t n, int f32, struct rms_result *res, char 
         rms_old = rms;
     }
     if (isinf(rms) || isnan(rms) || isinf(rms_old))
-        return image_fail(err, errlen, IMAGE_EINVAL, "rms is not finite: the pixel values overflow double precision");
+        return error_set(err, errlen, IMAGE_EINVAL, "rms is not finite: the pixel values overflow double precision");
     if (kept == 0 || !(rms > 0.0))
-        return image_fail(err, errlen, IMAGE_EINVAL,
+        return error_set(err, errlen, IMAGE_EINVAL,
                           "rms = 0: the image is constant (or nearly so: the clipped pixels all share one value), "
                           "so it cannot be normalised");
     res->rms = rms;

@@ -31,23 +31,24 @@ fi
 # Each target with exactly the sources it exercises, and how large its inputs may grow.
 case "$target" in
 model)
-    srcs="$root/models/model.c $root/models/model_config.c $root/models/sha256.c $root/models/sha256_shani.c"
+    srcs="$root/models/model.c $root/models/model_config.c $root/models/sha256.c $root/models/sha256_shani.c \
+          $root/models/error_message.c"
     incs="-I$root/models"
     libs=$(pkg-config --cflags --libs jansson)
     max_len=262144 ;;
 multipart)
-    srcs="$root/server/multipart.c"
-    incs="-I$root/server"
+    srcs="$root/server/multipart.c $root/models/error_message.c"
+    incs="-I$root/server -I$root/models"
     libs=""
     max_len=16384 ;;
 config)
-    srcs="$root/server/config.c $root/models/model_config.c"  # model names are checked there
+    srcs="$root/server/config.c $root/models/model_config.c $root/models/error_message.c"  # names: model_config
     incs="-I$root/server -I$root/models"
     libs=$(pkg-config --cflags --libs jansson)
     max_len=4096 ;;
 api_key)
-    srcs="$root/server/api_key.c"
-    incs="-I$root/server"
+    srcs="$root/server/api_key.c $root/models/error_message.c"
+    incs="-I$root/server -I$root/models"
     libs=""
     max_len=8192 ;;
 http)

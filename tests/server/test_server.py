@@ -294,6 +294,9 @@ def error_tests():
                           "this is not FITS"), 400, "FITS")
         expect_error(curl(srv.url("/v1/predict"), "-H", "Content-Type: application/fits", "-X", "POST"), 400, "empty")
         expect_error(curl(srv.url("/v1/predict"), "-F", "threshold=0.3"), 400, "not a file")
+        # Refused rather than cut short: two long names cut alike would make two results look the same.
+        expect_error(curl(srv.url("/v1/predict"), "-F", "x=@%s;filename=%s.fits" % (img, "a" * 300)), 400,
+                     "filename is 305 bytes long (at most 255)")
         expect_error(curl(srv.url("/v1/predict"), "-H", "Content-Type: application/fits", "-H",
                           "X-Request-Timeout-Ms: soon", "--data-binary", "@" + img), 400, "X-Request-Timeout-Ms")
 
