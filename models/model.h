@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MODEL_FORMAT_VERSION 2     /* what writers write; the reader accepts 1 and 2 */
+#define MODEL_FORMAT_VERSION 3     /* what writers write; the reader accepts 1 to 3 */
 #define MODEL_FORMAT_VERSION_MIN 1
 #define MODEL_MAX_ALIASES 16
 #define MODEL_HEAD_DIM 64 /* DINOv2's attention head dimension, for every variant */

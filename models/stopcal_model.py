@@ -1,4 +1,4 @@
-"""Read and write stopcal model files (models/FORMAT.md, format versions 1 and 2) with numpy only.
+"""Read and write stopcal model files (models/FORMAT.md, format versions 1 to 3) with numpy only.
 
 A model file is a safetensors container whose ``__metadata__["stopcal.config"]`` holds the JSON
 configuration. This module is the Python half of the contract whose C half is models/model.c: the
@@ -24,12 +24,12 @@ import struct
 
 import numpy as np
 
-FORMAT_VERSION = 2  # what this module writes; it reads 1 and 2 (FORMAT.md)
+FORMAT_VERSION = 3  # what this module writes; it reads 1 to 3 (FORMAT.md)
 FORMAT_VERSION_MIN = 1
 MAX_ALIASES = 16
 DIGEST_KEY = "tensor_data_sha256"  # format_version 2: SHA-256 of the data section, optional
 _DIGEST_PLACEHOLDER = "?" * 64     # written first, replaced once the data has been hashed
-HEAD_DIM = 64  # DINOv2's attention head dimension, for every variant
+HEAD_DIM = 64  # the attention head dimension of every DINOv2 and DINOv3 variant
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 DTYPE_SIZES = {"F32": 4, "F16": 2, "BF16": 2}
@@ -39,34 +39,39 @@ _DTYPE_ALIASES = {"f32": "F32", "fp32": "F32", "float32": "F32",
                   "bf16": "BF16", "bfloat16": "BF16"}
 
 PROFILES = ("cortexchange-v2", "cortexchange-v3")
-FFN_KINDS = ("mlp", "swiglu")
-POS_INTERPOLATIONS = ("bicubic_antialias", "bicubic_scale_factor")
 LORA_HANDLINGS = ("none", "merge", "drop")
+PRECISIONS = ("fp32", "bf16", "auto")  # format_version 3: runtime.precision
+
+# The architecture description (models/families.json): each family's architecture keys, tensors
+# and forward steps. The C reader and engine compile the same bytes in; nothing here lists them
+# again. STOPCAL_TEST_ONLY_FAMILIES points both sides at another description (tests only).
+FAMILIES_PATH = os.environ.get("STOPCAL_TEST_ONLY_FAMILIES") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "families.json")
+with open(FAMILIES_PATH, "rb") as _f:
+    FAMILIES_BYTES = _f.read()
+FAMILIES = json.loads(FAMILIES_BYTES)["families"]
+SYMBOLS = json.loads(FAMILIES_BYTES)["symbols"]
+FFN_KINDS = tuple(FAMILIES["dinov2"]["architecture"]["ffn"]["values"])
+POS_INTERPOLATIONS = tuple(FAMILIES["dinov2"]["architecture"]["pos_embed_interpolation"]["values"])
 
 # Keys of each config object. FORMAT.md makes unknown keys an error at the top level and inside
-# "architecture"; we are equally strict in the other fixed-schema objects so that a writer never
-# produces a file that a stricter reader might refuse. "provenance" is free-form.
+# "architecture" (whose keys the family's description names); we are equally strict in the other
+# fixed-schema objects so that a writer never produces a file that a stricter reader might refuse.
+# "provenance" is free-form.
 _TOP_KEYS = ("format_version", "name", "version", "architecture", "input", "preprocessing",
-             "output", "lora", "provenance", "aliases", DIGEST_KEY)
-_ARCH_KEYS = ("family", "embed_dim", "depth", "num_heads", "ffn", "ffn_hidden_dim",
-              "num_registers", "patch_size", "pos_embed_grid", "pos_embed_interpolation",
-              "layernorm_eps", "head_hidden_dim")
+             "output", "lora", "provenance", "aliases", DIGEST_KEY, "runtime")
 _SUB_KEYS = {
     "input": ("size",),
     "preprocessing": ("profile", "mean", "std", "noise_sigma"),
     "output": ("logit", "threshold"),
     "lora": ("handling", "rank", "alpha"),
+    "runtime": ("precision",),
 }
 
 
-# Limits of the C reader (models/model.c, model_config.c) that FORMAT.md leaves unstated,
-# mirrored so that a file written here always loads there.
-INT_RANGES = {
-    "embed_dim": (64, 16384), "depth": (1, 256), "num_heads": (1, 256),
-    "ffn_hidden_dim": (1, 1 << 16), "num_registers": (0, 64), "patch_size": (1, 64),
-    "pos_embed_grid": (1, 256), "head_hidden_dim": (1, 1 << 16), "input.size": (1, 8192),
-    "lora.rank": (0, 4096),
-}
+# Limits of the C reader (models/model.c, model_config.c) outside the architecture (whose ranges
+# are in the description), mirrored so that a file written here always loads there.
+INT_RANGES = {"input.size": (1, 8192), "lora.rank": (0, 4096)}
 MAX_NAME_BYTES = 127
 MAX_VERSION_BYTES = 63
 MAX_TENSOR_NAME_BYTES = 96
@@ -154,36 +159,47 @@ def default_pos_interpolation(num_registers):
 
 
 def make_config(*, embed_dim, depth, num_heads, ffn="mlp", ffn_hidden_dim=None, num_registers=0,
-                patch_size=14, pos_embed_grid=37, pos_embed_interpolation=None,
-                layernorm_eps=1e-6, head_hidden_dim=None, input_size=224,
-                profile="cortexchange-v2", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                patch_size=None, pos_embed_grid=37, pos_embed_interpolation=None,
+                layernorm_eps=None, head_hidden_dim=None, input_size=224,
+                profile=None, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
                 noise_sigma=0.0, threshold=0.5, lora_handling="none", lora_rank=0, lora_alpha=0,
-                name="dinov2-random", version="0.1.0", provenance=None, aliases=None):
-    """Build a complete, validated stopcal.config dict; omitted sizes follow DINOv2's rules.
-    aliases: other names requests may use for the model (format_version 2), or None."""
+                name=None, version="0.1.0", provenance=None, aliases=None, family="dinov2",
+                rope_base=100.0, precision=None):
+    """Build a complete, validated stopcal.config dict; omitted sizes follow the family's rules
+    (DINOv2: patch 14, eps 1e-6, profile cortexchange-v2; DINOv3: patch 16, eps 1e-5, RoPE base
+    100, profile cortexchange-v3). aliases: other names requests may use for the model, or None;
+    precision: runtime.precision ("fp32", "bf16", "auto"), or None for no runtime object."""
+    if family not in FAMILIES:
+        raise ModelFormatError(f"stopcal.config: architecture.family {family!r} is not one of "
+                               f"{', '.join(map(repr, FAMILIES))}")
+    v3 = family == "dinov3"
+    arch = {
+        "family": family,
+        "embed_dim": int(embed_dim),
+        "depth": int(depth),
+        "num_heads": int(num_heads),
+        "ffn": ffn,
+        "ffn_hidden_dim": int(ffn_hidden_dim if ffn_hidden_dim is not None
+                              else default_ffn_hidden_dim(embed_dim, ffn)),
+        "num_registers": int(num_registers),
+        "patch_size": int(patch_size if patch_size is not None else (16 if v3 else 14)),
+        "pos_embed_grid": int(pos_embed_grid),
+        "pos_embed_interpolation": (pos_embed_interpolation if pos_embed_interpolation
+                                    else default_pos_interpolation(num_registers)),
+        "layernorm_eps": float(layernorm_eps if layernorm_eps is not None else (1e-5 if v3 else 1e-6)),
+        "head_hidden_dim": int(head_hidden_dim if head_hidden_dim is not None else embed_dim),
+        "rope_base": float(rope_base),
+    }
     cfg = {
         "format_version": FORMAT_VERSION,
-        "name": name,
+        "name": name or f"{family}-random",
         "version": version,
-        "architecture": {
-            "family": "dinov2",
-            "embed_dim": int(embed_dim),
-            "depth": int(depth),
-            "num_heads": int(num_heads),
-            "ffn": ffn,
-            "ffn_hidden_dim": int(ffn_hidden_dim if ffn_hidden_dim is not None
-                                  else default_ffn_hidden_dim(embed_dim, ffn)),
-            "num_registers": int(num_registers),
-            "patch_size": int(patch_size),
-            "pos_embed_grid": int(pos_embed_grid),
-            "pos_embed_interpolation": (pos_embed_interpolation if pos_embed_interpolation
-                                        else default_pos_interpolation(num_registers)),
-            "layernorm_eps": float(layernorm_eps),
-            "head_hidden_dim": int(head_hidden_dim if head_hidden_dim is not None else embed_dim),
-        },
+        # Only the keys the family's description names, in its order.
+        "architecture": {"family": family,
+                         **{k: arch[k] for k in FAMILIES[family]["architecture"]}},
         "input": {"size": int(input_size)},
         "preprocessing": {
-            "profile": profile,
+            "profile": profile or ("cortexchange-v3" if v3 else "cortexchange-v2"),
             "mean": [float(v) for v in mean],
             "std": [float(v) for v in std],
             "noise_sigma": float(noise_sigma),
@@ -195,6 +211,8 @@ def make_config(*, embed_dim, depth, num_heads, ffn="mlp", ffn_hidden_dim=None, 
     }
     if aliases:
         cfg["aliases"] = list(aliases)
+    if precision is not None:
+        cfg["runtime"] = {"precision": precision}
     validate_config(cfg)
     return cfg
 
@@ -288,25 +306,31 @@ def validate_config(cfg):
     _need(cfg, "version", "", lambda v: _short_string(v, MAX_VERSION_BYTES),
           f"a string of at most {MAX_VERSION_BYTES} bytes")
 
+    if "runtime" in cfg:
+        if fv < 3:
+            raise ModelFormatError("stopcal.config: runtime needs format_version 3 (the file says "
+                                   f"{fv})")
+        rt = _need(cfg, "runtime", "", lambda v: isinstance(v, dict), "an object")
+        _no_unknown_keys(rt, _SUB_KEYS["runtime"], "runtime.")
+        _need(rt, "precision", "runtime.", lambda v: v in PRECISIONS,
+              " or ".join(map(repr, PRECISIONS)))
+
     arch = _need(cfg, "architecture", "", lambda v: isinstance(v, dict), "an object")
-    _no_unknown_keys(arch, _ARCH_KEYS, "architecture.")
     a = "architecture."
-    _need(arch, "family", a, lambda v: v == "dinov2", '"dinov2"')
-    D = _need(arch, "embed_dim", a, *_in_range("embed_dim"))
-    _need(arch, "depth", a, *_in_range("depth"))
-    heads = _need(arch, "num_heads", a, *_in_range("num_heads"))
+    family = _need(arch, "family", a, lambda v: v in FAMILIES,
+                   " or ".join(map(repr, FAMILIES)))
+    desc = FAMILIES[family]
+    if fv < desc["min_format_version"]:
+        raise ModelFormatError(f"stopcal.config: architecture.family {family!r} needs "
+                               f"format_version {desc['min_format_version']} (the file says {fv})")
+    _no_unknown_keys(arch, ("family", *desc["architecture"]), "architecture.")
+    for key, spec in desc["architecture"].items():
+        _need(arch, key, a, *_arch_check(spec))
+    D, heads = arch["embed_dim"], arch["num_heads"]
     if D != heads * HEAD_DIM:
         raise ModelFormatError(f"stopcal.config: architecture.embed_dim {D} is not "
                                f"num_heads × {HEAD_DIM} = {heads * HEAD_DIM}")
-    _need(arch, "ffn", a, lambda v: v in FFN_KINDS, " or ".join(map(repr, FFN_KINDS)))
-    _need(arch, "ffn_hidden_dim", a, *_in_range("ffn_hidden_dim"))
-    _need(arch, "num_registers", a, *_in_range("num_registers"))
-    P = _need(arch, "patch_size", a, *_in_range("patch_size"))
-    _need(arch, "pos_embed_grid", a, *_in_range("pos_embed_grid"))
-    _need(arch, "pos_embed_interpolation", a, lambda v: v in POS_INTERPOLATIONS,
-          " or ".join(map(repr, POS_INTERPOLATIONS)))
-    _need(arch, "layernorm_eps", a, lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)")
-    _need(arch, "head_hidden_dim", a, *_in_range("head_hidden_dim"))
+    P = arch["patch_size"]
 
     inp = _need(cfg, "input", "", lambda v: isinstance(v, dict), "an object")
     _no_unknown_keys(inp, _SUB_KEYS["input"], "input.")
@@ -345,44 +369,131 @@ def validate_config(cfg):
     _need(cfg, "provenance", "", lambda v: isinstance(v, dict), "an object")
 
 
+def _arch_check(spec):
+    """(check, what) for one architecture key as the description types it."""
+    if spec["type"] == "int":
+        lo, hi = spec["range"]
+        return (lambda v: _is_int(v) and lo <= v <= hi), f"an integer in [{lo}, {hi}]"
+    if spec["type"] == "number":
+        lo, hi = spec["open_range"]
+        return (lambda v: _is_number(v) and lo < v < hi), f"a number in ({lo}, {hi})"
+    if spec["type"] == "choice":
+        return (lambda v: v in spec["values"]), " or ".join(map(repr, spec["values"]))
+    raise ModelFormatError(f"{FAMILIES_PATH}: unknown key type {spec['type']!r}")
+
+
+def _symbols(arch):
+    """The description's shape symbols for one architecture (those the family's keys define)."""
+    out = {}
+    for sym, key in SYMBOLS.items():
+        if key == "embed_dim / num_heads":
+            out[sym] = arch["embed_dim"] // arch["num_heads"]
+        elif key in arch:
+            out[sym] = arch[key]
+    return out
+
+
+def eval_shape_expr(text, symbols):
+    """Value of one shape expression of the description: integers and symbols joined by + - * /
+    (integer division) and parentheses, the usual precedence. models/family.c evaluates the same."""
+    toks, i = [], 0
+    while i < len(text):
+        c = text[i]
+        if c.isspace():
+            i += 1
+        elif c.isalnum() or c == "_":
+            j = i
+            while j < len(text) and (text[j].isalnum() or text[j] == "_"):
+                j += 1
+            toks.append(text[i:j])
+            i = j
+        elif c in "+-*/()":
+            toks.append(c)
+            i += 1
+        else:
+            raise ModelFormatError(f"{FAMILIES_PATH}: bad character {c!r} in shape {text!r}")
+    pos = 0
+
+    def atom():
+        nonlocal pos
+        if pos >= len(toks):
+            raise ModelFormatError(f"{FAMILIES_PATH}: shape {text!r} ends early")
+        t = toks[pos]
+        pos += 1
+        if t == "(":
+            v = expr()
+            if pos >= len(toks) or toks[pos] != ")":
+                raise ModelFormatError(f"{FAMILIES_PATH}: shape {text!r} misses a ')'")
+            pos += 1
+            return v
+        if t.isdigit():
+            return int(t)
+        if t in symbols:
+            return symbols[t]
+        raise ModelFormatError(f"{FAMILIES_PATH}: unknown symbol {t!r} in shape {text!r}")
+
+    def term():
+        nonlocal pos
+        v = atom()
+        while pos < len(toks) and toks[pos] in "*/":
+            op = toks[pos]
+            pos += 1
+            r = atom()
+            if op == "/" and r == 0:
+                raise ModelFormatError(f"{FAMILIES_PATH}: shape {text!r} divides by zero")
+            v = v * r if op == "*" else v // r
+        return v
+
+    def expr():
+        nonlocal pos
+        v = term()
+        while pos < len(toks) and toks[pos] in "+-":
+            op = toks[pos]
+            pos += 1
+            v = v + term() if op == "+" else v - term()
+        return v
+
+    v = expr()
+    if pos != len(toks):
+        raise ModelFormatError(f"{FAMILIES_PATH}: shape {text!r} has a stray {toks[pos]!r}")
+    return v
+
+
+def _when(cond, arch, symbols):
+    """A tensor's condition: "SYMBOL>INT" or "KEY=VALUE"; None (always)."""
+    if cond is None:
+        return True
+    if ">" in cond:
+        sym, n = cond.split(">", 1)
+        return eval_shape_expr(sym, symbols) > int(n)
+    key, value = cond.split("=", 1)
+    return arch.get(key) == value
+
+
+def family_tensors(cfg):
+    """The description's tensors for this config, expanded: a list of (name, shape, entry) in the
+    description's order, blocks.{i} repeated for i in [0, depth)."""
+    arch = cfg["architecture"]
+    symbols = _symbols(arch)
+    out = []
+    for entry in FAMILIES[arch["family"]]["tensors"]:
+        if not _when(entry.get("when"), arch, symbols):
+            continue
+        shape = tuple(eval_shape_expr(d, symbols) for d in entry["shape"])
+        if "{i}" in entry["name"]:
+            out += [(entry["name"].replace("{i}", str(i)), shape, entry)
+                    for i in range(arch["depth"])]
+        else:
+            out.append((entry["name"], shape, entry))
+    return out
+
+
 def expected_tensor_shapes(cfg):
     """Map every tensor name the config implies to its shape (a tuple), in sorted name order.
 
-    This is FORMAT.md's table; the C reader demands exactly this set with exactly these shapes."""
-    arch = cfg["architecture"]
-    D, L = arch["embed_dim"], arch["depth"]
-    P, G, R = arch["patch_size"], arch["pos_embed_grid"], arch["num_registers"]
-    F, H = arch["ffn_hidden_dim"], arch["head_hidden_dim"]
-    shapes = {
-        "cls_token": (1, 1, D),
-        "pos_embed": (1, 1 + G * G, D),
-        "patch_embed.proj.weight": (D, 3, P, P),
-        "patch_embed.proj.bias": (D,),
-        "norm.weight": (D,),
-        "norm.bias": (D,),
-        "head.fc1.weight": (H, D),
-        "head.fc1.bias": (H,),
-        "head.fc2.weight": (1, H),
-        "head.fc2.bias": (1,),
-    }
-    if R > 0:
-        shapes["register_tokens"] = (1, R, D)
-    for i in range(L):
-        b = f"blocks.{i}."
-        shapes.update({
-            b + "norm1.weight": (D,), b + "norm1.bias": (D,),
-            b + "attn.qkv.weight": (3 * D, D), b + "attn.qkv.bias": (3 * D,),
-            b + "attn.proj.weight": (D, D), b + "attn.proj.bias": (D,),
-            b + "ls1.gamma": (D,), b + "ls2.gamma": (D,),
-            b + "norm2.weight": (D,), b + "norm2.bias": (D,),
-        })
-        if arch["ffn"] == "mlp":
-            shapes.update({b + "mlp.fc1.weight": (F, D), b + "mlp.fc1.bias": (F,),
-                           b + "mlp.fc2.weight": (D, F), b + "mlp.fc2.bias": (D,)})
-        else:
-            shapes.update({b + "mlp.w12.weight": (2 * F, D), b + "mlp.w12.bias": (2 * F,),
-                           b + "mlp.w3.weight": (D, F), b + "mlp.w3.bias": (D,)})
-    return dict(sorted(shapes.items()))
+    This is the family's table in the description (models/families.json, FORMAT.md); the C
+    reader demands exactly this set with exactly these shapes."""
+    return dict(sorted((name, shape) for name, shape, _ in family_tensors(cfg)))
 
 
 def check_tensor_set(cfg, shapes):
@@ -636,7 +747,7 @@ def write_model(path, cfg, tensors, dtype="F32"):
 
     tensors: name → array, or a zero-argument callable returning one (generated lazily, one at a
     time); the set and shapes must be exactly ``expected_tensor_shapes(cfg)``. dtype: F32, F16 or
-    BF16 for every tensor (BF16 rounds to nearest even). The file is written as format_version 2
+    BF16 for every tensor (BF16 rounds to nearest even). The file is written as format_version 3
     with the SHA-256 of its data section (tensor_data_sha256), so the readers refuse a copy in
     which any weight byte changed; a given digest is replaced by the one of the data written."""
     validate_config(cfg)
