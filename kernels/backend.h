@@ -47,7 +47,8 @@ struct backend_ops {
     int (*download)(struct backend *be, float *host, const void *src, size_t n_elements);
 
     /* x (B, T, D) ← [CLS + pos[0], registers, patches·Wᵀ + bias + pos[1..]] where T = 1 + R + g²,
-     * pixels (B, 3, S, S), weight (D, 3·P·P), pos (1 + g², D) already resized to the grid g = S/P. */
+     * pixels (B, 3, S, S), weight (D, 3·P·P), pos (1 + g², D) already resized to the grid g = S/P;
+     * pos NULL: no positional term (DINOv3, whose positions are RoPE in attention). */
     int (*patch_embed)(struct backend *be, void *x, const void *pixels, const void *weight, const void *bias,
                        const void *cls_token, const void *registers, const void *pos, int batch,
                        int image_size, int patch_size, int dim, int num_registers);
@@ -88,6 +89,14 @@ struct backend_ops {
      * (B, H, queries, T) fp32; mean_heads = 1: probs (B, queries, T), the mean over the heads. */
     int (*attention_probs)(struct backend *be, void *probs, const void *qkv, int batch, int tokens, int heads,
                            int queries, int mean_heads);
+
+    /* Rotary position embedding (DINOv3), in place on the q and k parts of qkv (B, T, 3·H·64) for
+     * tokens [prefix, T) (the prefix — CLS and registers — is untouched): for each head's 64-vector
+     * u of q and of k, with c = table[t − prefix][0, 32) and s = table[t − prefix][32, 64),
+     * u'[j] = u[j]·c[j] − u[j+32]·s[j] and u'[j+32] = u[j+32]·c[j] + u[j]·s[j] (j < 32), i.e.
+     * u·cos + rotate_half(u)·sin with the angles tiled twice. table (T − prefix, 64) fp32, a
+     * WEIGHT_VECTOR upload (kernels/rope_table.c). v is untouched. */
+    int (*rope)(struct backend *be, void *qkv, const void *table, int batch, int tokens, int heads, int prefix);
 };
 
 struct backend {

@@ -1,11 +1,17 @@
 /* The forward pass: patch embedding, pre-LN blocks with LayerScale, final norm on the CLS token
- * only (the head never looks at the others), then Linear → ReLU → Linear. Weights go to the
- * backend once; activations live in buffers reserved for the largest batch, reused every call. */
+ * only (the head never looks at the others), then Linear → ReLU → Linear. Which tensors there are,
+ * where each lands and the order of the steps come from the family's architecture description
+ * (models/families.json via family.h); this file knows what each slot and step means. Weights go
+ * to the backend once; activations live in buffers reserved for the largest batch, reused every
+ * call. */
 #include "vit.h"
 #include "error_message.h"
 
+#include "family.h"
 #include "posembed.h"
+#include "rope_table.h"
 
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,10 +27,41 @@ struct vit_block {
     void *ffn_out_w, *ffn_out_b; /* mlp: fc2 (D, F); swiglu: w3 (D, F) */
 };
 
+/* The steps a description's forward lists may name (families.json "forward"). */
+enum vit_step {
+    STEP_POS_EMBED_RESIZE, STEP_ROPE_TABLE,                            /* per resolution */
+    STEP_PATCH_EMBED,                                                  /* embed */
+    STEP_NORM1, STEP_QKV, STEP_ROPE, STEP_ATTENTION, STEP_PROJ, STEP_LS1_RESIDUAL, STEP_NORM2,
+    STEP_FFN, STEP_LS2_RESIDUAL,                                       /* block */
+    STEP_FINAL_NORM_CLS, STEP_HEAD,                                    /* head */
+};
+static const struct { const char *name; enum family_stage stage; } STEPS[] = {
+    [STEP_POS_EMBED_RESIZE] = {"pos_embed_resize", FAMILY_PER_RESOLUTION},
+    [STEP_ROPE_TABLE] = {"rope_table", FAMILY_PER_RESOLUTION},
+    [STEP_PATCH_EMBED] = {"patch_embed", FAMILY_EMBED},
+    [STEP_NORM1] = {"norm1", FAMILY_BLOCK},
+    [STEP_QKV] = {"qkv", FAMILY_BLOCK},
+    [STEP_ROPE] = {"rope", FAMILY_BLOCK},
+    [STEP_ATTENTION] = {"attention", FAMILY_BLOCK},
+    [STEP_PROJ] = {"proj", FAMILY_BLOCK},
+    [STEP_LS1_RESIDUAL] = {"ls1_residual", FAMILY_BLOCK},
+    [STEP_NORM2] = {"norm2", FAMILY_BLOCK},
+    [STEP_FFN] = {"ffn", FAMILY_BLOCK},
+    [STEP_LS2_RESIDUAL] = {"ls2_residual", FAMILY_BLOCK},
+    [STEP_FINAL_NORM_CLS] = {"final_norm_cls", FAMILY_HEAD},
+    [STEP_HEAD] = {"head", FAMILY_HEAD},
+};
+#define N_STEPS (int)(sizeof STEPS / sizeof STEPS[0])
+
 struct vit {
     struct backend *be;
     struct model_config cfg;
-    float *pos_stored;       /* host copy (1 + G², D) for re-gridding */
+    enum vit_step steps[FAMILY_STAGES][FAMILY_MAX_STEPS];
+    int n_steps[FAMILY_STAGES];
+    void **weights;          /* every uploaded tensor, in the description's order (to release) */
+    int n_weights;
+    void *pos_stored;        /* host float copy (1 + G², D) for re-gridding (dinov2) */
+    void *rope_periods;      /* host float copy (16) of rope.periods (dinov3) */
     void *cls, *registers;   /* (D), (R, D) */
     void *patch_w, *patch_b; /* (D, 3·P·P), (D) */
     struct vit_block *blocks;
@@ -34,6 +71,8 @@ struct vit {
 
     void *pos;      /* (1 + g², D) for pos_grid */
     int pos_grid;   /* g the table is resized for, 0 = none yet */
+    void *rope;     /* (g², 64) cos|sin for rope_grid (rope_table.h) */
+    int rope_grid;
 
     int max_batch, image_size; /* what the buffers below are reserved for */
     void *pixels;   /* (B, 3, S, S) */
@@ -47,30 +86,139 @@ struct vit {
     void *logits;   /* (B) */
 };
 
-static void *upload(struct vit *v, const struct model *m, const char *name, enum weight_kind kind,
-                    int *rc, char *err, size_t errlen)
+/* Where a description's slot lands: a field of struct vit (device or host) or of a block. */
+#define VIT_SLOT(f) {#f, offsetof(struct vit, f)}
+#define BLOCK_SLOT(f) {#f, offsetof(struct vit_block, f)}
+static const struct { const char *slot; size_t off; } VIT_SLOTS[] = {
+    VIT_SLOT(cls), VIT_SLOT(registers), VIT_SLOT(patch_w), VIT_SLOT(patch_b), VIT_SLOT(norm_w),
+    VIT_SLOT(norm_b), VIT_SLOT(head1_w), VIT_SLOT(head1_b), VIT_SLOT(head2_w), VIT_SLOT(head2_b),
+}, HOST_SLOTS[] = {
+    VIT_SLOT(pos_stored), VIT_SLOT(rope_periods),
+}, BLOCK_SLOTS[] = {
+    BLOCK_SLOT(norm1_w), BLOCK_SLOT(norm1_b), BLOCK_SLOT(qkv_w), BLOCK_SLOT(qkv_b), BLOCK_SLOT(proj_w),
+    BLOCK_SLOT(proj_b), BLOCK_SLOT(ls1), BLOCK_SLOT(ls2), BLOCK_SLOT(norm2_w), BLOCK_SLOT(norm2_b),
+    BLOCK_SLOT(ffn_in_w), BLOCK_SLOT(ffn_in_b), BLOCK_SLOT(ffn_out_w), BLOCK_SLOT(ffn_out_b),
+};
+#undef VIT_SLOT
+#undef BLOCK_SLOT
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The field a tensor's slot names, or NULL (err set) when it is none of this engine's. */
+static void **slot_of(struct vit *v, const struct family_tensor *t, char *err, size_t errlen)
 {
-    if (*rc)
-        return NULL;
-    const struct model_tensor *t = model_find(m, name);
-    if (!t) { /* model_open checked the set; only reachable with a hand-built model */
-        *rc = error_set(err, errlen, BACKEND_EINVAL, "model has no tensor %s", name);
-        return NULL;
+    const char *slot = t->spec->slot;
+    if (t->spec->kind == FAMILY_KIND_HOST) {
+        for (size_t i = 0; t->block < 0 && i < COUNT(HOST_SLOTS); i++)
+            if (strcmp(HOST_SLOTS[i].slot, slot) == 0)
+                return (void **)((char *)v + HOST_SLOTS[i].off);
+    } else if (t->block >= 0) {
+        for (size_t i = 0; i < COUNT(BLOCK_SLOTS); i++)
+            if (strcmp(BLOCK_SLOTS[i].slot, slot) == 0)
+                return (void **)((char *)&v->blocks[t->block] + BLOCK_SLOTS[i].off);
+    } else {
+        for (size_t i = 0; i < COUNT(VIT_SLOTS); i++)
+            if (strcmp(VIT_SLOTS[i].slot, slot) == 0)
+                return (void **)((char *)v + VIT_SLOTS[i].off);
     }
+    error_set(err, errlen, BACKEND_EINVAL, "architecture description: tensor %s names slot \"%s\", which is no %s%s "
+         "slot of the engine", t->name, slot, t->spec->kind == FAMILY_KIND_HOST ? "host " : "",
+         t->block >= 0 ? "block" : "model");
+    return NULL;
+}
+
+/* One tensor onto the backend (or, kind host, into a host copy) and into its slot. */
+static int upload(struct vit *v, const struct model *m, const struct family_tensor *ft, char *err, size_t errlen)
+{
+    const struct model_tensor *t = model_find(m, ft->name);
+    if (!t) /* model_open checked the set; only reachable with a hand-built model */
+        return error_set(err, errlen, BACKEND_EINVAL, "model has no tensor %s", ft->name);
+    void **slot = NULL;
+    if (ft->spec->slot[0] && !(slot = slot_of(v, ft, err, errlen)))
+        return BACKEND_EINVAL;
     size_t n = model_tensor_numel(t);
+    float *host = malloc((n ? n : 1) * sizeof(float));
+    if (!host)
+        return error_set(err, errlen, BACKEND_ENOMEM, "out of memory widening %s", ft->name);
+    model_tensor_to_f32(t, host);
+    if (ft->spec->kind == FAMILY_KIND_HOST) {
+        if (!slot) {
+            free(host);
+            return error_set(err, errlen, BACKEND_EINVAL, "architecture description: host tensor %s needs a slot",
+                        ft->name);
+        }
+        *slot = host;
+        return 0;
+    }
+    static const enum weight_kind kinds[] = {
+        [FAMILY_KIND_MATRIX] = WEIGHT_MATRIX, [FAMILY_KIND_PATCH] = WEIGHT_PATCH, [FAMILY_KIND_VECTOR] = WEIGHT_VECTOR};
+    const enum weight_kind kind = kinds[ft->spec->kind];
     /* Matrices as (first dim, the rest); vectors and token tables as one row. */
     size_t rows = kind == WEIGHT_VECTOR || t->ndim < 1 ? 1 : (size_t)t->shape[0];
-    float *host = malloc(n * sizeof(float));
-    if (!host) {
-        *rc = error_set(err, errlen, BACKEND_ENOMEM, "out of memory widening %s", name);
-        return NULL;
-    }
-    model_tensor_to_f32(t, host);
     void *dev = v->be->ops->upload_weight(v->be, host, rows, rows ? n / rows : 0, kind);
     free(host);
     if (!dev)
-        *rc = error_set(err, errlen, BACKEND_ENOMEM, "uploading %s: %s", name, v->be->error);
-    return dev;
+        return error_set(err, errlen, BACKEND_ENOMEM, "uploading %s: %s", ft->name, v->be->error);
+    v->weights[v->n_weights++] = dev;
+    if (slot)
+        *slot = dev;
+    return 0;
+}
+
+/* The description's step names as this engine's steps, each in its stage. */
+static int resolve_steps(struct vit *v, const struct model_family *f, char *err, size_t errlen)
+{
+    for (int s = 0; s < FAMILY_STAGES; s++)
+        for (int i = 0; i < f->n_steps[s]; i++) {
+            int k = 0;
+            while (k < N_STEPS && !(strcmp(STEPS[k].name, f->steps[s][i]) == 0 && (int)STEPS[k].stage == s))
+                k++;
+            if (k == N_STEPS)
+                return error_set(err, errlen, BACKEND_EINVAL, "architecture description: family %s: \"%s\" is not a "
+                            "step this engine runs there", f->name, f->steps[s][i]);
+            v->steps[s][v->n_steps[s]++] = (enum vit_step)k;
+        }
+    return 0;
+}
+
+static int has_step(const struct vit *v, enum vit_step step)
+{
+    for (int s = 0; s < FAMILY_STAGES; s++)
+        for (int i = 0; i < v->n_steps[s]; i++)
+            if (v->steps[s][i] == step)
+                return 1;
+    return 0;
+}
+
+/* What the steps read is there: a description whose tensors and steps disagree fails here, at
+ * load, instead of in a forward pass. */
+static int check_slots(const struct vit *v, char *err, size_t errlen)
+{
+    const struct model_config *c = &v->cfg;
+    const char *missing = NULL;
+    if (!v->cls || !v->patch_w || !v->patch_b || (c->num_registers > 0 && !v->registers))
+        missing = "the patch embedding's cls, patch_w, patch_b (and registers)";
+    else if (has_step(v, STEP_POS_EMBED_RESIZE) && !v->pos_stored)
+        missing = "pos_stored (pos_embed_resize)";
+    else if (has_step(v, STEP_ROPE_TABLE) != has_step(v, STEP_ROPE) || (has_step(v, STEP_ROPE) && !v->rope_periods))
+        missing = "rope_periods with both rope_table and rope";
+    else if (!v->norm_w || !v->norm_b || !v->head1_w || !v->head1_b || !v->head2_w || !v->head2_b)
+        missing = "the final norm and the head";
+    for (int i = 0; !missing && i < c->depth; i++) {
+        const struct vit_block *b = &v->blocks[i];
+        if (!b->norm1_w || !b->norm1_b || !b->qkv_w || !b->qkv_b || !b->proj_w || !b->proj_b || !b->ls1 ||
+            !b->ls2 || !b->norm2_w || !b->norm2_b || !b->ffn_in_w || !b->ffn_in_b || !b->ffn_out_w ||
+            !b->ffn_out_b)
+            missing = "a block slot";
+    }
+    if (missing)
+        return error_set(err, errlen, BACKEND_EINVAL, "architecture description of %s leaves %s empty",
+                    c->family ? c->family->name : "(no family)", missing);
+    const float *periods = v->rope_periods;
+    for (int k = 0; periods && k < MODEL_HEAD_DIM / 4; k++)
+        if (!(periods[k] > 0) || periods[k] > 1e30f)
+            return error_set(err, errlen, BACKEND_EINVAL, "rope.periods[%d] = %g is not a positive finite period", k,
+                        (double)periods[k]);
+    return 0;
 }
 
 int vit_create(struct vit **out, const struct model *m, struct backend *be, char *err, size_t errlen)
@@ -81,64 +229,37 @@ int vit_create(struct vit **out, const struct model *m, struct backend *be, char
         return error_set(err, errlen, BACKEND_ENOMEM, "out of memory");
     v->be = be;
     v->cfg = *c;
+    struct family_tensor *ft = NULL;
+    char why[256];
+    int n = family_tensors(c, &ft, why, sizeof why);
+    if (n < 0) {
+        vit_destroy(v);
+        return error_set(err, errlen, BACKEND_EINVAL, "%s", why);
+    }
     v->blocks = calloc((size_t)c->depth, sizeof *v->blocks);
-    const struct model_tensor *pos = model_find(m, "pos_embed");
-    v->pos_stored = pos ? malloc(model_tensor_numel(pos) * sizeof(float)) : NULL;
-    if (!v->blocks || !v->pos_stored) {
+    v->weights = calloc((size_t)n + 1, sizeof *v->weights);
+    if (!v->blocks || !v->weights) {
+        free(ft);
         vit_destroy(v);
         return error_set(err, errlen, BACKEND_ENOMEM, "out of memory");
     }
-    model_tensor_to_f32(pos, v->pos_stored);
-    int rc = 0;
-    const enum weight_kind VEC = WEIGHT_VECTOR, MAT = WEIGHT_MATRIX;
-    v->cls = upload(v, m, "cls_token", VEC, &rc, err, errlen);
-    if (c->num_registers > 0)
-        v->registers = upload(v, m, "register_tokens", VEC, &rc, err, errlen);
-    v->patch_w = upload(v, m, "patch_embed.proj.weight", WEIGHT_PATCH, &rc, err, errlen);
-    v->patch_b = upload(v, m, "patch_embed.proj.bias", VEC, &rc, err, errlen);
-    const char *in = c->ffn == MODEL_FFN_MLP ? "mlp.fc1" : "mlp.w12";
-    const char *outp = c->ffn == MODEL_FFN_MLP ? "mlp.fc2" : "mlp.w3";
-    for (int i = 0; i < c->depth && !rc; i++) {
-        struct vit_block *b = &v->blocks[i];
-        char name[96];
-#define UP(field, suffix, kind)                                          \
-    do {                                                                 \
-        snprintf(name, sizeof name, "blocks.%d.%s", i, suffix);          \
-        b->field = upload(v, m, name, kind, &rc, err, errlen);           \
-    } while (0)
-        UP(norm1_w, "norm1.weight", VEC);
-        UP(norm1_b, "norm1.bias", VEC);
-        UP(qkv_w, "attn.qkv.weight", MAT);
-        UP(qkv_b, "attn.qkv.bias", VEC);
-        UP(proj_w, "attn.proj.weight", MAT);
-        UP(proj_b, "attn.proj.bias", VEC);
-        UP(ls1, "ls1.gamma", VEC);
-        UP(ls2, "ls2.gamma", VEC);
-        UP(norm2_w, "norm2.weight", VEC);
-        UP(norm2_b, "norm2.bias", VEC);
-        char sub[32];
-        snprintf(sub, sizeof sub, "%s.weight", in);
-        UP(ffn_in_w, sub, MAT);
-        snprintf(sub, sizeof sub, "%s.bias", in);
-        UP(ffn_in_b, sub, VEC);
-        snprintf(sub, sizeof sub, "%s.weight", outp);
-        UP(ffn_out_w, sub, MAT);
-        snprintf(sub, sizeof sub, "%s.bias", outp);
-        UP(ffn_out_b, sub, VEC);
-#undef UP
-    }
-    v->norm_w = upload(v, m, "norm.weight", VEC, &rc, err, errlen);
-    v->norm_b = upload(v, m, "norm.bias", VEC, &rc, err, errlen);
-    v->head1_w = upload(v, m, "head.fc1.weight", MAT, &rc, err, errlen);
-    v->head1_b = upload(v, m, "head.fc1.bias", VEC, &rc, err, errlen);
-    v->head2_w = upload(v, m, "head.fc2.weight", MAT, &rc, err, errlen);
-    v->head2_b = upload(v, m, "head.fc2.bias", VEC, &rc, err, errlen);
+    int rc = resolve_steps(v, c->family, err, errlen);
+    for (int i = 0; i < n && !rc; i++)
+        rc = upload(v, m, &ft[i], err, errlen);
+    free(ft);
+    if (!rc)
+        rc = check_slots(v, err, errlen);
     if (rc) {
         vit_destroy(v);
         return rc;
     }
     *out = v;
     return 0;
+}
+
+int vit_uploaded_tensors(const struct vit *v)
+{
+    return v->n_weights + (v->pos_stored != NULL) + (v->rope_periods != NULL);
 }
 
 static void release_activations(struct vit *v)
@@ -162,20 +283,13 @@ void vit_destroy(struct vit *v)
     const struct backend_ops *ops = v->be->ops;
     release_activations(v);
     ops->release(v->be, v->pos);
-    void *weights[] = {v->cls, v->registers, v->patch_w, v->patch_b, v->norm_w, v->norm_b,
-                       v->head1_w, v->head1_b, v->head2_w, v->head2_b};
-    for (size_t i = 0; i < sizeof weights / sizeof *weights; i++)
-        ops->release(v->be, weights[i]);
-    for (int i = 0; v->blocks && i < v->cfg.depth; i++) {
-        struct vit_block *b = &v->blocks[i];
-        void *bw[] = {b->norm1_w, b->norm1_b, b->qkv_w, b->qkv_b, b->proj_w, b->proj_b, b->ls1,
-                      b->ls2, b->norm2_w, b->norm2_b, b->ffn_in_w, b->ffn_in_b, b->ffn_out_w,
-                      b->ffn_out_b};
-        for (size_t j = 0; j < sizeof bw / sizeof *bw; j++)
-            ops->release(v->be, bw[j]);
-    }
+    ops->release(v->be, v->rope);
+    for (int i = 0; i < v->n_weights; i++)
+        ops->release(v->be, v->weights[i]);
+    free(v->weights);
     free(v->blocks);
     free(v->pos_stored);
+    free(v->rope_periods);
     free(v);
 }
 
@@ -209,13 +323,38 @@ static int ensure_pos(struct vit *v, int grid, char *err, size_t errlen)
     return 0;
 }
 
+/* DINOv3: the RoPE angles for a g × g grid (rope_table.h), once per resolution. */
+static int ensure_rope(struct vit *v, int grid, char *err, size_t errlen)
+{
+    if (v->rope_grid == grid)
+        return 0;
+    size_t n = (size_t)grid * grid * 64;
+    float *host = malloc(n * sizeof(float));
+    if (!host)
+        return error_set(err, errlen, BACKEND_ENOMEM, "out of memory for the RoPE table");
+    rope_table_compute(host, v->rope_periods, grid, grid);
+    if (v->be->ops->graph_forget) /* recorded passes point at the old table */
+        v->be->ops->graph_forget(v->be, v);
+    v->be->ops->release(v->be, v->rope);
+    v->rope = v->be->ops->upload_weight(v->be, host, 1, n, WEIGHT_VECTOR);
+    free(host);
+    v->rope_grid = v->rope ? grid : 0;
+    if (!v->rope)
+        return error_set(err, errlen, BACKEND_ENOMEM, "RoPE table: %s", v->be->error);
+    return 0;
+}
+
 int vit_reserve(struct vit *v, int max_batch, int image_size, char *err, size_t errlen)
 {
     const struct model_config *c = &v->cfg;
     if (max_batch < 1 || image_size < c->patch_size || image_size % c->patch_size)
         return error_set(err, errlen, BACKEND_EINVAL, "image size %d must be a positive multiple of the "
                     "patch size %d (batch %d)", image_size, c->patch_size, max_batch);
-    int rc = ensure_pos(v, image_size / c->patch_size, err, errlen);
+    int rc = 0;
+    for (int i = 0; i < v->n_steps[FAMILY_PER_RESOLUTION] && !rc; i++)
+        rc = v->steps[FAMILY_PER_RESOLUTION][i] == STEP_POS_EMBED_RESIZE
+                 ? ensure_pos(v, image_size / c->patch_size, err, errlen)
+                 : ensure_rope(v, image_size / c->patch_size, err, errlen);
     if (rc)
         return rc;
     if (max_batch <= v->max_batch && image_size == v->image_size)
@@ -261,6 +400,13 @@ struct explain_pass {
     float *matrices; /* host (depth, T, T) head-averaged, when a rollout is asked; else NULL */
 };
 
+static int backend_fail_rope(struct backend *be)
+{
+    snprintf(be->error, sizeof be->error, "the %s backend has no rope op (needed by this model family)",
+             be->ops->name);
+    return BACKEND_EINVAL;
+}
+
 static int explain_block(struct vit *v, struct explain_pass *x, int block, int T)
 {
     struct backend *be = v->be;
@@ -289,7 +435,7 @@ static int forward_pass(struct vit *v, int batch, int image_size, struct explain
     struct backend *be = v->be;
     const struct backend_ops *ops = be->ops;
     const int D = c->embed_dim, F = c->ffn_hidden_dim, T = vit_tokens(v, image_size);
-    const int rows = batch * T;
+    const int rows = batch * T, prefix = 1 + c->num_registers;
     const float eps = c->layernorm_eps;
     int rc;
 #define TRY(call)                   \
@@ -297,34 +443,67 @@ static int forward_pass(struct vit *v, int batch, int image_size, struct explain
         if ((rc = (call)) != 0)     \
             return rc;              \
     } while (0)
-    TRY(ops->patch_embed(be, v->x, v->pixels, v->patch_w, v->patch_b, v->cls, v->registers, v->pos,
-                         batch, image_size, c->patch_size, D, c->num_registers));
+    for (int s = 0; s < v->n_steps[FAMILY_EMBED]; s++) /* patch_embed: the only embed step */
+        TRY(ops->patch_embed(be, v->x, v->pixels, v->patch_w, v->patch_b, v->cls, v->registers, v->pos,
+                             batch, image_size, c->patch_size, D, c->num_registers));
     for (int i = 0; i < c->depth; i++) {
         const struct vit_block *b = &v->blocks[i];
-        TRY(ops->layernorm(be, v->h, v->x, b->norm1_w, b->norm1_b, rows, D, D, eps));
-        TRY(ops->linear(be, v->wide, v->h, b->qkv_w, b->qkv_b, rows, 3 * D, D, EPILOGUE_NONE));
-        TRY(ops->attention(be, v->attn, v->wide, batch, T, c->num_heads));
-        if (x)
-            TRY(explain_block(v, x, i, T));
-        TRY(ops->linear(be, v->h, v->attn, b->proj_w, b->proj_b, rows, D, D, EPILOGUE_NONE));
-        TRY(ops->layerscale_residual(be, v->x, v->h, b->ls1, rows, D));
-        TRY(ops->layernorm(be, v->h, v->x, b->norm2_w, b->norm2_b, rows, D, D, eps));
-        if (c->ffn == MODEL_FFN_MLP) {
-            TRY(ops->linear(be, v->wide, v->h, b->ffn_in_w, b->ffn_in_b, rows, F, D, EPILOGUE_GELU));
-            TRY(ops->linear(be, v->h, v->wide, b->ffn_out_w, b->ffn_out_b, rows, D, F, EPILOGUE_NONE));
-        } else {
-            TRY(ops->linear(be, v->wide, v->h, b->ffn_in_w, b->ffn_in_b, rows, 2 * F, D, EPILOGUE_NONE));
-            TRY(ops->swiglu(be, v->gated, v->wide, rows, F));
-            TRY(ops->linear(be, v->h, v->gated, b->ffn_out_w, b->ffn_out_b, rows, D, F, EPILOGUE_NONE));
+        for (int s = 0; s < v->n_steps[FAMILY_BLOCK]; s++) {
+            switch (v->steps[FAMILY_BLOCK][s]) {
+            case STEP_NORM1:
+                TRY(ops->layernorm(be, v->h, v->x, b->norm1_w, b->norm1_b, rows, D, D, eps));
+                break;
+            case STEP_QKV:
+                TRY(ops->linear(be, v->wide, v->h, b->qkv_w, b->qkv_b, rows, 3 * D, D, EPILOGUE_NONE));
+                break;
+            case STEP_ROPE:
+                if (!ops->rope)
+                    return backend_fail_rope(be);
+                TRY(ops->rope(be, v->wide, v->rope, batch, T, c->num_heads, prefix));
+                break;
+            case STEP_ATTENTION:
+                TRY(ops->attention(be, v->attn, v->wide, batch, T, c->num_heads));
+                if (x) /* the qkv buffer holds this block's q, k (rotated, for dinov3) and v */
+                    TRY(explain_block(v, x, i, T));
+                break;
+            case STEP_PROJ:
+                TRY(ops->linear(be, v->h, v->attn, b->proj_w, b->proj_b, rows, D, D, EPILOGUE_NONE));
+                break;
+            case STEP_LS1_RESIDUAL:
+                TRY(ops->layerscale_residual(be, v->x, v->h, b->ls1, rows, D));
+                break;
+            case STEP_NORM2:
+                TRY(ops->layernorm(be, v->h, v->x, b->norm2_w, b->norm2_b, rows, D, D, eps));
+                break;
+            case STEP_FFN:
+                if (c->ffn == MODEL_FFN_MLP) {
+                    TRY(ops->linear(be, v->wide, v->h, b->ffn_in_w, b->ffn_in_b, rows, F, D, EPILOGUE_GELU));
+                    TRY(ops->linear(be, v->h, v->wide, b->ffn_out_w, b->ffn_out_b, rows, D, F, EPILOGUE_NONE));
+                } else {
+                    TRY(ops->linear(be, v->wide, v->h, b->ffn_in_w, b->ffn_in_b, rows, 2 * F, D, EPILOGUE_NONE));
+                    TRY(ops->swiglu(be, v->gated, v->wide, rows, F));
+                    TRY(ops->linear(be, v->h, v->gated, b->ffn_out_w, b->ffn_out_b, rows, D, F, EPILOGUE_NONE));
+                }
+                break;
+            case STEP_LS2_RESIDUAL:
+                TRY(ops->layerscale_residual(be, v->x, v->h, b->ls2, rows, D));
+                break;
+            default: /* resolve_steps admits only block steps here */
+                break;
+            }
         }
-        TRY(ops->layerscale_residual(be, v->x, v->h, b->ls2, rows, D));
     }
-    /* Final norm on the CLS rows only: row 0 of each image, T·D floats apart. */
-    TRY(ops->layernorm(be, v->cls_norm, v->x, v->norm_w, v->norm_b, batch, D, T * D, eps));
-    TRY(ops->linear(be, v->head_hidden, v->cls_norm, v->head1_w, v->head1_b, batch, c->head_hidden_dim,
-                    D, EPILOGUE_RELU));
-    TRY(ops->linear(be, v->logits, v->head_hidden, v->head2_w, v->head2_b, batch, 1,
-                    c->head_hidden_dim, EPILOGUE_NONE));
+    for (int s = 0; s < v->n_steps[FAMILY_HEAD]; s++) {
+        if (v->steps[FAMILY_HEAD][s] == STEP_FINAL_NORM_CLS) {
+            /* Final norm on the CLS rows only: row 0 of each image, T·D floats apart. */
+            TRY(ops->layernorm(be, v->cls_norm, v->x, v->norm_w, v->norm_b, batch, D, T * D, eps));
+        } else {
+            TRY(ops->linear(be, v->head_hidden, v->cls_norm, v->head1_w, v->head1_b, batch, c->head_hidden_dim,
+                            D, EPILOGUE_RELU));
+            TRY(ops->linear(be, v->logits, v->head_hidden, v->head2_w, v->head2_b, batch, 1,
+                            c->head_hidden_dim, EPILOGUE_NONE));
+        }
+    }
 #undef TRY
     return 0;
 }

@@ -1,4 +1,5 @@
-/* The DINOv2 stop/continue classifier's forward pass, driven through a backend. */
+/* The stop/continue classifier's forward pass (DINOv2 and DINOv3 backbones, as the model family's
+ * architecture description says), driven through a backend. */
 #ifndef STOPCAL_VIT_H
 #define STOPCAL_VIT_H
 
@@ -35,6 +36,10 @@ int vit_forward(struct vit *v, const float *pixels, int batch, int image_size, f
  * answers BACKEND_EINVAL). */
 int vit_explain(struct vit *v, const float *pixels, int image_size, float *logit, float *cls, float *rollout,
                 char *err, size_t errlen);
+
+/* How many of the model's tensors the engine took (uploaded to the backend or kept on the host
+ * for a per-resolution table): every tensor of the description, for tests. */
+int vit_uploaded_tensors(const struct vit *v);
 
 /* Attention heads of the model. */
 int vit_heads(const struct vit *v);

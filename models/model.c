@@ -4,6 +4,7 @@
 #include "model.h"
 #include "error_message.h"
 
+#include "family.h"
 #include "sha256.h"
 
 #include <errno.h>
@@ -42,75 +43,7 @@ size_t model_tensor_numel(const struct model_tensor *t)
     return n;
 }
 
-/* ---- the tensor set a config implies ---- */
-
-struct expected_tensor {
-    char name[96];
-    int ndim;
-    int64_t shape[4];
-};
-
-static void expect(struct expected_tensor *e, int *n, const char *name, int ndim, int64_t d0,
-                   int64_t d1, int64_t d2, int64_t d3)
-{
-    struct expected_tensor *t = &e[(*n)++];
-    snprintf(t->name, sizeof t->name, "%s", name);
-    t->ndim = ndim;
-    t->shape[0] = d0;
-    t->shape[1] = d1;
-    t->shape[2] = d2;
-    t->shape[3] = d3;
-}
-
-/* Fills e (capacity 16 + 16·depth) and returns the count. */
-static int expected_tensors(const struct model_config *c, struct expected_tensor *e)
-{
-    int n = 0;
-    int64_t D = c->embed_dim, F = c->ffn_hidden_dim, P = c->patch_size, G = c->pos_embed_grid;
-    char name[96];
-    expect(e, &n, "cls_token", 3, 1, 1, D, 0);
-    if (c->num_registers > 0)
-        expect(e, &n, "register_tokens", 3, 1, c->num_registers, D, 0);
-    expect(e, &n, "pos_embed", 3, 1, 1 + G * G, D, 0);
-    expect(e, &n, "patch_embed.proj.weight", 4, D, 3, P, P);
-    expect(e, &n, "patch_embed.proj.bias", 1, D, 0, 0, 0);
-    for (int i = 0; i < c->depth; i++) {
-#define BLOCK(suffix, ndim, d0, d1)                                    \
-    do {                                                               \
-        snprintf(name, sizeof name, "blocks.%d.%s", i, suffix);        \
-        expect(e, &n, name, ndim, d0, d1, 0, 0);                       \
-    } while (0)
-        BLOCK("norm1.weight", 1, D, 0);
-        BLOCK("norm1.bias", 1, D, 0);
-        BLOCK("attn.qkv.weight", 2, 3 * D, D);
-        BLOCK("attn.qkv.bias", 1, 3 * D, 0);
-        BLOCK("attn.proj.weight", 2, D, D);
-        BLOCK("attn.proj.bias", 1, D, 0);
-        BLOCK("ls1.gamma", 1, D, 0);
-        BLOCK("norm2.weight", 1, D, 0);
-        BLOCK("norm2.bias", 1, D, 0);
-        if (c->ffn == MODEL_FFN_MLP) {
-            BLOCK("mlp.fc1.weight", 2, F, D);
-            BLOCK("mlp.fc1.bias", 1, F, 0);
-            BLOCK("mlp.fc2.weight", 2, D, F);
-            BLOCK("mlp.fc2.bias", 1, D, 0);
-        } else {
-            BLOCK("mlp.w12.weight", 2, 2 * F, D);
-            BLOCK("mlp.w12.bias", 1, 2 * F, 0);
-            BLOCK("mlp.w3.weight", 2, D, F);
-            BLOCK("mlp.w3.bias", 1, D, 0);
-        }
-        BLOCK("ls2.gamma", 1, D, 0);
-#undef BLOCK
-    }
-    expect(e, &n, "norm.weight", 1, D, 0, 0, 0);
-    expect(e, &n, "norm.bias", 1, D, 0, 0, 0);
-    expect(e, &n, "head.fc1.weight", 2, c->head_hidden_dim, D, 0, 0);
-    expect(e, &n, "head.fc1.bias", 1, c->head_hidden_dim, 0, 0, 0);
-    expect(e, &n, "head.fc2.weight", 2, 1, c->head_hidden_dim, 0, 0);
-    expect(e, &n, "head.fc2.bias", 1, 1, 0, 0, 0);
-    return n;
-}
+/* ---- the tensor set a config implies: the family's table in the description (family.h) ---- */
 
 static void format_shape(char *buf, size_t len, int ndim, const int64_t *shape)
 {
@@ -123,11 +56,10 @@ static void format_shape(char *buf, size_t len, int ndim, const int64_t *shape)
 
 static int check_tensor_set(const struct model *m, char *err, size_t errlen)
 {
-    const struct model_config *c = &m->config;
-    struct expected_tensor *e = calloc(16 + 16 * (size_t)c->depth, sizeof *e);
-    if (!e)
-        return error_set(err, errlen, -1, "out of memory checking the tensor set");
-    int n = expected_tensors(c, e), rc = -1;
+    struct family_tensor *e;
+    int n = family_tensors(&m->config, &e, err, errlen), rc = -1;
+    if (n < 0)
+        return -1;
     for (int i = 0; i < n; i++) {
         const struct model_tensor *t = model_find(m, e[i].name);
         if (!t) {

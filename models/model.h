@@ -10,7 +10,7 @@
 #define MODEL_FORMAT_VERSION 3     /* what writers write; the reader accepts 1 to 3 */
 #define MODEL_FORMAT_VERSION_MIN 1
 #define MODEL_MAX_ALIASES 16
-#define MODEL_HEAD_DIM 64 /* DINOv2's attention head dimension, for every variant */
+#define MODEL_HEAD_DIM 64 /* the attention head dimension of every DINOv2 and DINOv3 variant */
 
 enum model_dtype { MODEL_F32, MODEL_F16, MODEL_BF16 };
 enum model_ffn { MODEL_FFN_MLP, MODEL_FFN_SWIGLU };
@@ -20,17 +20,24 @@ enum model_pos_interp {
 };
 enum model_profile { MODEL_PROFILE_CORTEXCHANGE_V2, MODEL_PROFILE_CORTEXCHANGE_V3 };
 enum model_lora { MODEL_LORA_NONE, MODEL_LORA_MERGE, MODEL_LORA_DROP };
+/* format_version 3, runtime.precision; MODEL_PRECISION_UNSET when the file has no runtime object. */
+enum model_precision { MODEL_PRECISION_UNSET, MODEL_PRECISION_FP32, MODEL_PRECISION_BF16, MODEL_PRECISION_AUTO };
+
+struct model_family; /* family.h: the architecture description of the config's family */
 
 struct model_config {
     int format_version;
     char name[128];
     char version[64];
-    /* architecture */
+    /* architecture: the keys the family's description (models/families.json) names; the others
+     * stay 0 (e.g. pos_embed_grid for dinov3, rope_base for dinov2) */
+    const struct model_family *family;
     int embed_dim, depth, num_heads, ffn_hidden_dim, num_registers, patch_size, pos_embed_grid;
     int head_hidden_dim;
     enum model_ffn ffn;
     enum model_pos_interp pos_interp;
     float layernorm_eps;
+    float rope_base; /* dinov3: recorded; the engine uses the stored rope.periods */
     /* input and preprocessing */
     int input_size; /* square side in pixels, a multiple of patch_size */
     enum model_profile profile;
@@ -47,6 +54,9 @@ struct model_config {
     /* format_version 2, optional: SHA-256 (lowercase hex) of the data section recorded at write
      * time; "" when the file has none. */
     char tensor_data_sha256[65];
+    /* format_version 3, optional "runtime" object: {"precision": "fp32"|"bf16"|"auto"}. The bf16
+     * work decides what the engine does with it; the reader only checks and records it. */
+    enum model_precision precision;
 };
 
 /* A model name or alias as requests spell it: 1-127 bytes of letters, digits, '-', '_', '.', and '/'

@@ -1,8 +1,10 @@
-/* Parsing and validation of stopcal.config (models/FORMAT.md, format_version 1 and 2). Every field is
+/* Parsing and validation of stopcal.config (models/FORMAT.md, format_version 1 to 3). Every field is
  * checked for presence, type and range, and the architecture for internal consistency, so the
  * engine never has to second-guess a loaded model. */
 #include "model.h"
 #include "error_message.h"
+
+#include "family.h"
 
 #include <ctype.h>
 #include <jansson.h>
@@ -96,55 +98,92 @@ static int get_triple(json_t *parent, const char *key, float out[3], int positiv
     return 0;
 }
 
+/* The architecture object: its keys, their types and ranges come from the family's description
+ * (family.h); only the cross-key rules are here. */
 static int parse_architecture(struct model_config *c, json_t *arch, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"family", "embed_dim", "depth", "num_heads", "ffn",
-                                       "ffn_hidden_dim", "num_registers", "patch_size",
-                                       "pos_embed_grid", "pos_embed_interpolation",
-                                       "layernorm_eps", "head_hidden_dim", NULL};
     const char *w = "architecture";
     char text[64];
-    double eps = 0;
-    if (check_keys(arch, w, keys, err, errlen) ||
-        get_string(arch, w, "family", text, sizeof text, err, errlen))
+    if (get_string(arch, w, "family", text, sizeof text, err, errlen))
         return -1;
-    if (strcmp(text, "dinov2") != 0)
-        return error_set(err, errlen, -1, "stopcal.config: architecture.family \"%s\" is not supported (only "
-                    "\"dinov2\")", text);
-    if (get_int(arch, w, "embed_dim", 64, 16384, &c->embed_dim, err, errlen) ||
-        get_int(arch, w, "depth", 1, 256, &c->depth, err, errlen) ||
-        get_int(arch, w, "num_heads", 1, 256, &c->num_heads, err, errlen) ||
-        get_int(arch, w, "ffn_hidden_dim", 1, 1 << 16, &c->ffn_hidden_dim, err, errlen) ||
-        get_int(arch, w, "num_registers", 0, 64, &c->num_registers, err, errlen) ||
-        get_int(arch, w, "patch_size", 1, 64, &c->patch_size, err, errlen) ||
-        get_int(arch, w, "pos_embed_grid", 1, 256, &c->pos_embed_grid, err, errlen) ||
-        get_int(arch, w, "head_hidden_dim", 1, 1 << 16, &c->head_hidden_dim, err, errlen) ||
-        get_number(arch, w, "layernorm_eps", &eps, err, errlen))
+    const struct model_family *f = family_find(text, err, errlen);
+    if (!f)
         return -1;
+    if (c->format_version < f->min_format_version)
+        return error_set(err, errlen, -1, "stopcal.config: architecture.family \"%s\" needs format_version %d (the file "
+                    "says %d)", text, f->min_format_version, c->format_version);
+    c->family = f;
+    const char *key;
+    json_t *value;
+    json_object_foreach(arch, key, value) {
+        int known = strcmp(key, "family") == 0;
+        for (int k = 0; k < f->n_keys && !known; k++)
+            known = strcmp(f->keys[k].name, key) == 0;
+        if (!known)
+            return error_set(err, errlen, -1, "stopcal.config: unknown key \"%s\" in architecture (family %s)", key, f->name);
+    }
+    for (int k = 0; k < f->n_keys; k++) {
+        const struct family_key *d = &f->keys[k];
+        if (d->type == FAMILY_KEY_INT) {
+            int v = 0;
+            if (get_int(arch, w, d->name, (int)d->lo, (int)d->hi, &v, err, errlen) ||
+                family_set_int(c, d->name, v, err, errlen))
+                return -1;
+        } else if (d->type == FAMILY_KEY_NUMBER) {
+            double v = 0;
+            if (get_number(arch, w, d->name, &v, err, errlen))
+                return -1;
+            if (!(v > d->lo && v < d->hi))
+                return error_set(err, errlen, -1, "stopcal.config: architecture.%s must be in (%g, %g)", d->name, d->lo, d->hi);
+            if (family_set_number(c, d->name, v, err, errlen))
+                return -1;
+        } else {
+            if (get_string(arch, w, d->name, text, sizeof text, err, errlen))
+                return -1;
+            int ok = 0;
+            char allowed[200] = "";
+            for (int i = 0; i < d->n_values; i++) {
+                ok |= strcmp(text, d->values[i]) == 0;
+                size_t used = strlen(allowed);
+                snprintf(allowed + used, sizeof allowed - used, "%s\"%s\"", i ? " or " : "", d->values[i]);
+            }
+            if (!ok)
+                return error_set(err, errlen, -1, "stopcal.config: architecture.%s \"%s\" is not %s", d->name, text, allowed);
+            if (family_set_choice(c, d->name, text, err, errlen))
+                return -1;
+        }
+    }
     if (c->embed_dim != c->num_heads * MODEL_HEAD_DIM)
         return error_set(err, errlen, -1, "stopcal.config: architecture.embed_dim = %d must equal num_heads (%d) "
                     "x %d", c->embed_dim, c->num_heads, MODEL_HEAD_DIM);
-    if (!(eps > 0 && eps < 1))
-        return error_set(err, errlen, -1, "stopcal.config: architecture.layernorm_eps must be in (0, 1)");
-    c->layernorm_eps = (float)eps;
-    if (get_string(arch, w, "ffn", text, sizeof text, err, errlen))
+    return 0;
+}
+
+/* format_version 3's optional runtime object. */
+static int parse_runtime(struct model_config *c, json_t *root, char *err, size_t errlen)
+{
+    json_t *rt = json_object_get(root, "runtime");
+    if (!rt)
+        return 0;
+    if (c->format_version < 3)
+        return error_set(err, errlen, -1, "stopcal.config: runtime needs format_version 3 (the file says %d)",
+                    c->format_version);
+    static const char *const keys[] = {"precision", NULL};
+    char text[16];
+    if (!json_is_object(rt))
+        return error_set(err, errlen, -1, "stopcal.config: runtime must be an object");
+    if (check_keys(rt, "runtime", keys, err, errlen) ||
+        get_string(rt, "runtime", "precision", text, sizeof text, err, errlen))
         return -1;
-    if (strcmp(text, "mlp") == 0)
-        c->ffn = MODEL_FFN_MLP;
-    else if (strcmp(text, "swiglu") == 0)
-        c->ffn = MODEL_FFN_SWIGLU;
+    if (strcmp(text, "fp32") == 0)
+        c->precision = MODEL_PRECISION_FP32;
+    else if (strcmp(text, "bf16") == 0)
+        c->precision = MODEL_PRECISION_BF16;
+    else if (strcmp(text, "auto") == 0)
+        c->precision = MODEL_PRECISION_AUTO;
     else
-        return error_set(err, errlen, -1, "stopcal.config: architecture.ffn \"%s\" is not \"mlp\" or \"swiglu\"",
+        return error_set(err, errlen, -1, "stopcal.config: runtime.precision \"%s\" is not \"fp32\", \"bf16\" or \"auto\"",
                     text);
-    if (get_string(arch, w, "pos_embed_interpolation", text, sizeof text, err, errlen))
-        return -1;
-    if (strcmp(text, "bicubic_antialias") == 0)
-        c->pos_interp = MODEL_POS_BICUBIC_ANTIALIAS;
-    else if (strcmp(text, "bicubic_scale_factor") == 0)
-        c->pos_interp = MODEL_POS_BICUBIC_SCALE_FACTOR;
-    else
-        return error_set(err, errlen, -1, "stopcal.config: architecture.pos_embed_interpolation \"%s\" is not "
-                    "\"bicubic_antialias\" or \"bicubic_scale_factor\"", text);
     return 0;
 }
 
@@ -273,7 +312,7 @@ int model_config_parse(struct model_config *c, const char *json, char *err, size
 {
     static const char *const keys[] = {"format_version", "name", "version", "architecture", "input",
                                        "preprocessing", "output", "lora", "provenance", "aliases",
-                                       "tensor_data_sha256", NULL};
+                                       "tensor_data_sha256", "runtime", NULL};
     json_error_t jerr;
     memset(c, 0, sizeof *c);
     json_t *root = json_loads(json, JSON_REJECT_DUPLICATES, &jerr);
@@ -300,7 +339,7 @@ int model_config_parse(struct model_config *c, const char *json, char *err, size
     }
     if (aliases && parse_aliases(c, aliases, err, errlen))
         goto done;
-    if (parse_data_digest(c, root, err, errlen))
+    if (parse_data_digest(c, root, err, errlen) || parse_runtime(c, root, err, errlen))
         goto done;
     if (get_string(root, "", "name", c->name, sizeof c->name, err, errlen) ||
         get_string(root, "", "version", c->version, sizeof c->version, err, errlen))

@@ -13,6 +13,7 @@
 #include "linear.h"
 #include "linear_packed.h"
 #include "patch_embed.h"
+#include "rope_cpu.h"
 #include "threads.h"
 
 #include <limits.h>
@@ -184,6 +185,15 @@ static int cpu_attention_probs(struct backend *be, void *probs, const void *qkv,
     return 0;
 }
 
+static int cpu_rope(struct backend *be, void *qkv, const void *table, int batch, int tokens, int heads,
+                    int prefix)
+{
+    if (prefix < 0 || prefix > tokens)
+        return set_error(be, BACKEND_EINVAL, "rope: prefix %d of %d tokens", prefix, tokens);
+    rope_forward_cpu(qkv, table, batch, tokens, heads, prefix);
+    return 0;
+}
+
 static int cpu_layerscale_residual(struct backend *be, void *x, const void *y, const void *gamma,
                                    int rows, int dim)
 {
@@ -234,6 +244,7 @@ static const struct backend_ops cpu_ops = {
     .bytes_in_use = cpu_bytes_in_use,
     .alloc_count = cpu_alloc_count,
     .attention_probs = cpu_attention_probs,
+    .rope = cpu_rope,
 };
 
 int backend_cpu_create(struct backend *be, const struct backend_options *o, char *err, size_t errlen)

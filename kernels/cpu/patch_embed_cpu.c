@@ -49,9 +49,12 @@ void patch_embed_forward_cpu(float *x, const float *pixels, const float *weight,
             float *row = x + ((long)b * T + t) * dim;
             if (t == 0) {
                 for (int i = 0; i < dim; i++)
-                    row[i] = cls_token[i] + pos[i];
+                    row[i] = pos ? cls_token[i] + pos[i] : cls_token[i];
             } else if (t <= num_registers) {
                 memcpy(row, registers + (long)(t - 1) * dim, (size_t)dim * sizeof(float));
+            } else if (!pos) { /* DINOv3: positions come from RoPE in attention */
+                for (int i = 0; i < dim; i++)
+                    row[i] = row[i] + bias[i];
             } else {
                 const float *p = pos + (long)(t - num_registers) * dim;
                 for (int i = 0; i < dim; i++)

@@ -439,6 +439,23 @@ int cu_attention_probs(struct backend *be, void *probs, const void *qkv, int bat
                      "attention_probs");
 }
 
+int cu_rope(struct backend *be, void *qkv, const void *table, int batch, int tokens, int heads, int prefix)
+{
+    int rc = begin_op(be);
+    if (rc)
+        return rc;
+    if (prefix < 0 || prefix > tokens)
+        return set_error(be, BACKEND_EINVAL, "%s rope: prefix %d of %d tokens", BACKEND_NAME, prefix, tokens);
+    if ((rc = need_type(be, qkv, CUDA_DTYPE_BF16, "rope", "qkv")) ||
+        (rc = need_type(be, table, CUDA_DTYPE_F32, "rope", "table")))
+        return rc;
+    cuda_ctx *c = ctx_of(be);
+    return op_result(be,
+                     CUDA_OP(rope)(static_cast<uint16_t *>(dev(qkv)), static_cast<const float *>(dev(table)), batch,
+                                   tokens, heads, prefix, c->stream),
+                     "rope");
+}
+
 int cu_layerscale_residual(struct backend *be, void *x, const void *y, const void *gamma, int rows, int dim)
 {
     int rc = begin_op(be);
@@ -605,6 +622,7 @@ const struct backend_ops cuda_backend_ops = {
     cu_graph_end,
     cu_graph_forget,
     cu_attention_probs,
+    cu_rope,
 };
 
 /* Everything after the device is chosen. Returns 0 or -1 with err set (nothing left allocated). */

@@ -10,7 +10,7 @@ set(CMAKE_CXX_EXTENSIONS OFF)
 set(CMAKE_CXX_FLAGS_RELWITHDEBINFO "-O2 -g")
 set(CMAKE_CXX_FLAGS_RELEASE "-O3")
 
-set(STOPCAL_CUDA_SOURCES cuda/layernorm.cu cuda/activations.cu cuda/patch_embed.cu cuda/attention.cu cuda/attention_probs.cu cuda/linear.cu
+set(STOPCAL_CUDA_SOURCES cuda/layernorm.cu cuda/activations.cu cuda/patch_embed.cu cuda/attention.cu cuda/attention_probs.cu cuda/rope.cu cuda/linear.cu
   cuda/backend_cuda.cu)
 
 set(_stopcal_emu_sources ${CMAKE_CURRENT_SOURCE_DIR}/emu/cuda_emu.cpp)

@@ -63,6 +63,10 @@ int CUDA_OP(attention)(uint16_t *out, const uint16_t *qkv, int batch, int tokens
 int CUDA_OP(attention_probs)(float *probs, const uint16_t *qkv, int batch, int tokens, int heads, int queries,
                              int mean_heads, void *stream);
 
+/* RoPE in place on q and k of qkv (B, T, 3·H·64) bf16 for tokens [prefix, T) (backend.h's rope op);
+ * table (T − prefix, 64) fp32 = [cos (32) | sin (32)] per rotated token. */
+int CUDA_OP(rope)(uint16_t *qkv, const float *table, int batch, int tokens, int heads, int prefix, void *stream);
+
 /* out (m, n) ← act(in (m, k) · W (n, k)ᵀ + bias) with bf16 in and W, fp32 accumulation (cuBLAS),
  * out fp32 or bf16 (out_type). blas is a cublasHandle_t already bound to the stream. */
 int CUDA_OP(linear)(void *blas, void *out, int out_type, const uint16_t *in, const uint16_t *weight,

@@ -63,14 +63,14 @@ patch_embed_kernel(float *x, const float *pixels, const bf16_t *w, const float *
             const int m = m0 + warp * 16 + gq + (i >= 2 ? 8 : 0), n = n0 + j * 8 + 2 * tq + (i & 1);
             if (m < M && n < D) {
                 const int b = m / np, p = m % np;
-                x[((long)b * T + 1 + R + p) * D + n] = acc[j][i] + bias[n] + pos[(long)(1 + p) * D + n];
+                x[((long)b * T + 1 + R + p) * D + n] = acc[j][i] + bias[n] + (pos ? pos[(long)(1 + p) * D + n] : 0.0f);
             }
         }
     if (blockIdx.x == 0) /* CLS and registers: registers carry no positional embedding */
         for (int e = tid; e < batch * (1 + R) * PE_TN; e += 128) {
             const int c = e % PE_TN, t = (e / PE_TN) % (1 + R), b = e / (PE_TN * (1 + R)), n = n0 + c;
             if (n < D)
-                x[((long)b * T + t) * D + n] = t == 0 ? cls[n] + pos[n] : reg[(long)(t - 1) * D + n];
+                x[((long)b * T + t) * D + n] = t == 0 ? (pos ? cls[n] + pos[n] : cls[n]) : reg[(long)(t - 1) * D + n];
         }
 }
 

@@ -127,6 +127,7 @@ static inline int atomicExch(int *p, int v) { return __atomic_exchange_n(p, v, _
 /* ---- device math the host lacks (glibc already declares __expf) ---- */
 static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 static inline float __fdividef(float a, float b) { return a / b; }
+static inline float __fmul_rn(float a, float b) { return a * b; } /* a product never fused into an FMA */
 
 /* ---- runtime API subset ---- */
 enum cudaError_t {

@@ -10,7 +10,7 @@ void patch_embed_forward_ref(float *x, const float *pixels, const float *weight,
     for (int b = 0; b < batch; b++) {
         float *img = x + b * T * dim;
         for (int d = 0; d < dim; d++)
-            img[d] = cls_token[d] + pos[d];
+            img[d] = pos ? cls_token[d] + pos[d] : cls_token[d];
         for (int r = 0; r < R; r++)
             for (int d = 0; d < dim; d++)
                 img[(1 + r) * dim + d] = registers[r * dim + d];
@@ -23,7 +23,7 @@ void patch_embed_forward_ref(float *x, const float *pixels, const float *weight,
                         for (int kx = 0; kx < P; kx++)
                             acc += (double)weight[(((long)d * 3 + c) * P + ky) * P + kx] *
                                    pixels[(((long)b * 3 + c) * S + py * P + ky) * S + px * P + kx];
-                img[(1 + R + p) * dim + d] = (float)(acc + pos[(1 + p) * dim + d]);
+                img[(1 + R + p) * dim + d] = (float)(acc + (pos ? pos[(1 + p) * dim + d] : 0));
             }
         }
     }

@@ -31,10 +31,16 @@ void attention_probs_ref(float *probs, const float *qkv, int batch, int tokens, 
 
 /* x (B, T, D) = [cls + pos[0], registers (R, D), patch p · Wᵀ + bias + pos[1 + p]] where patch p is
  * the (3, P, P) block of pixels (B, 3, S, S) at row p / g, column p % g of the g × g grid, g = S/P,
- * flattened channel-major as W (D, 3·P·P) expects; registers may be NULL when R = 0. */
+ * flattened channel-major as W (D, 3·P·P) expects; registers may be NULL when R = 0, pos NULL for
+ * no positional term. */
 void patch_embed_forward_ref(float *x, const float *pixels, const float *weight, const float *bias,
                              const float *cls_token, const float *registers, const float *pos,
                              int batch, int image_size, int patch_size, int dim, int num_registers);
+
+/* RoPE in place on q and k of qkv (B, T, 3·H·64) for tokens [prefix, T), as backend.h's rope op
+ * says: per head u'[j] = u[j]·c[j] − u[j+32]·s[j], u'[j+32] = u[j+32]·c[j] + u[j]·s[j], j < 32,
+ * c = table[t − prefix][0, 32), s = table[t − prefix][32, 64); each result rounded once. */
+void rope_forward_ref(float *qkv, const float *table, int batch, int tokens, int heads, int prefix);
 
 /* x (rows, cols) = act(x + bias (cols)), act as the linear epilogue */
 void bias_act_ref(float *x, const float *bias, long rows, int cols, enum linear_epilogue act);
