@@ -19,6 +19,8 @@
 #include "bf16.h"
 #include "cuda_ops.h"
 #include "ref_ops.h"
+#include "rope_table.h"
+#include <math.h>
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -192,6 +194,35 @@ static void test_swiglu_matches_reference(int rows, int hidden)
     free(in), free(want), free(got), free(ref);
 }
 
+/* RoPE on bf16 qkv with an fp32 cos|sin table (the real table of a g × g grid, rope_table.c):
+ * fp32 products, one rounding to bf16; prefix tokens and v untouched bit for bit. */
+static void test_rope_matches_reference(int B, int g, int H, int prefix)
+{
+    const int T = prefix + g * g, D = H * 64;
+    const size_t n = (size_t)B * T * 3 * D;
+    float periods[16], *table = malloc(sizeof(float) * (size_t)g * g * 64);
+    for (int k = 0; k < 16; k++)
+        periods[k] = powf(100.0f, 2.0f * k / 32.0f);
+    rope_table_compute(table, periods, g, g);
+    float *qkv = random_bf16_values(n, -3, 3), *want = malloc(sizeof(float) * n);
+    memcpy(want, qkv, sizeof(float) * n);
+    rope_forward_ref(want, table, B, T, H, prefix);
+    void *d_qkv = to_device_bf16(qkv, n), *d_table = to_device_f32(table, (size_t)g * g * 64);
+    CHECK(CUDA_OP(rope)(d_qkv, d_table, B, T, H, prefix, NULL) == 0, "launch");
+    float *got = from_device(d_qkv, n, CUDA_DTYPE_BF16);
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++)
+        if ((int)((i / (3 * D)) % T) < prefix || (i % (3 * D)) / D == 2)
+            kept += got[i] != qkv[i];
+    CHECK(kept == 0, "rope left prefix tokens and v unchanged (%zu changed)", kept);
+    double *ref = widen(want, n);
+    char what[80];
+    snprintf(what, sizeof what, "rope B=%d g=%d H=%d prefix=%d", B, g, H, prefix);
+    CHECK(check_close(what, got, ref, n, 2 * BF16_U * 3, 2 * BF16_U), "%s", what);
+    CUDA_OP(device_free)(d_qkv), CUDA_OP(device_free)(d_table);
+    free(table), free(qkv), free(want), free(got), free(ref);
+}
+
 static void test_patch_embed_matches_reference(int B, int S, int P, int D, int R)
 {
     const int g = S / P, T = 1 + R + g * g, K = 3 * P * P;
@@ -297,6 +328,10 @@ int main(void)
     test_swiglu_matches_reference(4, 40);
     test_swiglu_matches_reference(37, 64);
     test_swiglu_matches_reference(3, 101);
+
+    test_rope_matches_reference(2, 4, 2, 5);
+    test_rope_matches_reference(1, 14, 1, 1); /* DINOv3 at 224 */
+    test_rope_matches_reference(1, 3, 3, 0);
 
     test_patch_embed_matches_reference(2, 28, 14, 64, 0);
     test_patch_embed_matches_reference(1, 42, 14, 128, 4);

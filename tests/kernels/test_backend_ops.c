@@ -101,7 +101,8 @@ static void expect_close(const struct backend_case *bc, const char *op, float *g
     free(got);
 }
 
-static void test_patch_embed(struct backend *be, const struct backend_case *bc, int R)
+/* with_pos 0: DINOv3's embedding, no positional term (pos NULL). */
+static void test_patch_embed(struct backend *be, const struct backend_case *bc, int R, int with_pos)
 {
     const int B = 2, S = 28, P = 14, D = 64, g = S / P, T = 1 + R + g * g, K = 3 * P * P;
     const size_t n_pix = (size_t)B * 3 * S * S, n_out = (size_t)B * T * D;
@@ -113,11 +114,11 @@ static void test_patch_embed(struct backend *be, const struct backend_case *bc, 
     void *d_b = weight(be, bias, 1, D, WEIGHT_VECTOR), *d_cls = weight(be, cls, 1, D, WEIGHT_VECTOR);
     void *d_reg = R ? weight(be, reg, 1, (size_t)R * D, WEIGHT_VECTOR) : NULL;
     void *d_pos = weight(be, pos, 1, (size_t)(1 + g * g) * D, WEIGHT_VECTOR), *d_x = be->ops->alloc(be, n_out);
-    CHECK(be->ops->patch_embed(be, d_x, d_pix, d_w, d_b, d_cls, d_reg, d_pos, B, S, P, D, R) == 0,
+    CHECK(be->ops->patch_embed(be, d_x, d_pix, d_w, d_b, d_cls, d_reg, with_pos ? d_pos : NULL, B, S, P, D, R) == 0,
           "[%s] patch_embed: %s", bc->name, be->error);
-    patch_embed_forward_ref(want, pix, w, bias, cls, R ? reg : NULL, pos, B, S, P, D, R);
+    patch_embed_forward_ref(want, pix, w, bias, cls, R ? reg : NULL, with_pos ? pos : NULL, B, S, P, D, R);
     char op[64];
-    snprintf(op, sizeof op, "patch_embed B=%d S=%d P=%d D=%d R=%d", B, S, P, D, R);
+    snprintf(op, sizeof op, "patch_embed B=%d S=%d P=%d D=%d R=%d%s", B, S, P, D, R, with_pos ? "" : " no pos");
     expect_close(bc, op, download(be, d_x, n_out), want, n_out, 2e-5, 2e-5);
     void *bufs[] = {d_pix, d_w, d_b, d_cls, d_reg, d_pos, d_x};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
@@ -259,6 +260,49 @@ static void test_attention_probs(struct backend *be, const struct backend_case *
     free(qkv), free(want);
 }
 
+/* RoPE in place on a GEMM's qkv (bf16 on CUDA): the reference rotates exactly what the backend
+ * holds; one product pair and one add per output, rounded once more to bf16 where stored so. The
+ * prefix tokens and v must come back unchanged, bit for bit. */
+static void test_rope(struct backend *be, const struct backend_case *bc, int B, int T, int H, int prefix)
+{
+    const int D = H * 64;
+    float *qkv;
+    void *d_qkv = linear_case(be, bc, B * T, 3 * D, 64, EPILOGUE_NONE, 1, &qkv);
+    float *table = malloc(sizeof(float) * (T - prefix > 0 ? T - prefix : 1) * 64);
+    for (int t = 0; t < T - prefix; t++)
+        for (int j = 0; j < 32; j++) {
+            const double a = test_uniform(&rng, -7, 7);
+            table[t * 64 + j] = (float)cos(a);
+            table[t * 64 + 32 + j] = (float)sin(a);
+        }
+    void *d_table = weight(be, table, 1, (size_t)(T - prefix > 0 ? T - prefix : 1) * 64, WEIGHT_VECTOR);
+    CHECK(be->ops->rope != NULL, "[%s] has rope", bc->name);
+    CHECK(be->ops->rope(be, d_qkv, d_table, B, T, H, prefix) == 0, "[%s] rope: %s", bc->name, be->error);
+    const size_t n = (size_t)B * T * 3 * D;
+    float *want = malloc(n * sizeof *want);
+    memcpy(want, qkv, n * sizeof *want);
+    rope_forward_ref(want, table, B, T, H, prefix);
+    float *got = download(be, d_qkv, n);
+    size_t changed = 0, kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        const size_t t = (i / (3 * D)) % T, part = (i % (3 * D)) / D;
+        if (t < (size_t)prefix || part == 2)
+            kept += got[i] != qkv[i];
+        else
+            changed += want[i] != qkv[i];
+    }
+    CHECK(kept == 0, "[%s] rope left the prefix tokens and v alone (%zu values changed)", bc->name, kept);
+    CHECK(T == prefix || changed > 0, "[%s] rope rotated something", bc->name);
+    char op[64];
+    snprintf(op, sizeof op, "rope B=%d T=%d H=%d prefix=%d", B, T, H, prefix);
+    expect_close(bc, op, got, want, n, bc->bf16 ? 2 * BF16_U * max_abs(qkv, n) : 1e-6 * (1 + max_abs(qkv, n)),
+                 bc->bf16 ? 2 * BF16_U : 1e-6);
+    CHECK(be->ops->rope(be, d_qkv, d_table, B, T, H, T + 1) == BACKEND_EINVAL,
+          "[%s] rope refuses a prefix past the tokens", bc->name);
+    be->ops->release(be, d_qkv), be->ops->release(be, d_table);
+    free(qkv), free(want), free(table);
+}
+
 static void test_swiglu(struct backend *be, const struct backend_case *bc)
 {
     const int rows = 6, F = 40;
@@ -311,8 +355,9 @@ static void run_all_ops(struct backend *be, const struct backend_case *bc)
 {
     printf("%s (%s):\n", bc->name, be->ops->name);
     const size_t bytes_before = be->ops->bytes_in_use(be);
-    test_patch_embed(be, bc, 0);
-    test_patch_embed(be, bc, 4);
+    test_patch_embed(be, bc, 0, 1);
+    test_patch_embed(be, bc, 4, 1);
+    test_patch_embed(be, bc, 4, 0);
     float *host;
     be->ops->release(be, layernormed(be, bc, 7, 96, 96, &host, 1));
     free(host);
@@ -325,6 +370,9 @@ static void run_all_ops(struct backend *be, const struct backend_case *bc)
     test_attention_probs(be, bc, 2, 37, 3, 1, 0);  /* the CLS rows, per head */
     test_attention_probs(be, bc, 1, 70, 2, 70, 1); /* whole matrices, head mean (rollout) */
     test_attention_probs(be, bc, 2, 21, 1, 5, 0);
+    test_rope(be, bc, 2, 21, 2, 5); /* CLS + 4 registers, a 4 × 4 grid */
+    test_rope(be, bc, 1, 10, 1, 1);
+    test_rope(be, bc, 1, 3, 3, 3);  /* nothing to rotate */
     test_swiglu(be, bc);
     test_layerscale_residual(be, bc, 0);
     test_layerscale_residual(be, bc, 1);
