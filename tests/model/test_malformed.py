@@ -421,8 +421,8 @@ def test_unknown_architecture_key_is_refused_by_name(ctx):
     _config_case(ctx, lambda c: c["architecture"].update(dropout=0.1), "dropout")
 
 
-def test_format_version_3_is_refused(ctx):
-    _config_case(ctx, lambda c: c.update(format_version=3), "format_version")
+def test_format_version_4_is_refused(ctx):
+    _config_case(ctx, lambda c: c.update(format_version=4), "format_version")
 
 
 def test_aliases_need_format_version_2(ctx):
@@ -501,7 +501,7 @@ def _written_with_digest(ctx, name="digest.safetensors"):
         raw = f.read()
     (n,) = struct.unpack_from("<Q", raw, 0)
     cfg = json.loads(json.loads(raw[8:8 + n])["__metadata__"]["stopcal.config"])
-    check(cfg["format_version"] == 2, f"the writer writes format_version 2: {cfg['format_version']}")
+    check(cfg["format_version"] == 3, f"the writer writes format_version 3: {cfg['format_version']}")
     check(cfg.get(sm.DIGEST_KEY) == hashlib.sha256(raw[8 + n:]).hexdigest(),
           "tensor_data_sha256 is the SHA-256 of the data section")
     return path, raw, 8 + n
@@ -590,7 +590,7 @@ def test_free_form_provenance_and_extra_metadata_load(ctx):
 
 def test_format_version_1_files_still_load(ctx):
     cfg, arrays = tiny_model(ctx)
-    check(cfg["format_version"] == 2, "writers write format_version 2")
+    check(cfg["format_version"] == 3, "writers write format_version 3")
     cfg["format_version"] = 1
     p = Parts(cfg, arrays)
     entries, data = p.header_and_data()

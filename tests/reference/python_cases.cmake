@@ -3,7 +3,7 @@
 # The cases are read from the source, not by running Python, so configuring needs no interpreter.
 function(stopcal_add_python_cases prefix script label)
   set(options NEEDS_INFER)
-  cmake_parse_arguments(ARG "${options}" "" "" ${ARGN})
+  cmake_parse_arguments(ARG "${options}" "" "ENV" ${ARGN}) # ENV: more VAR=value for every case
   set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${script})
   file(STRINGS ${script} defs REGEX "^def test_[A-Za-z0-9_]+\\(ctx\\):")
   set(args)
@@ -15,6 +15,6 @@ function(stopcal_add_python_cases prefix script label)
     add_test(NAME ${prefix}.${case} COMMAND ${STOPCAL_PYTHON} ${script} ${args} --case ${case})
     # No __pycache__ in the source tree.
     set_tests_properties(${prefix}.${case} PROPERTIES LABELS "${label}" TIMEOUT 300
-      ENVIRONMENT "PYTHONDONTWRITEBYTECODE=1")
+      ENVIRONMENT "PYTHONDONTWRITEBYTECODE=1;${ARG_ENV}")
   endforeach()
 endfunction()
