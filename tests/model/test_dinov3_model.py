@@ -164,5 +164,55 @@ def test_genmodel_writes_every_dinov3_size(ctx):
     h.run_infer(ctx, path, [pixels(ctx, 64)])
 
 
+def _torch_dinov3_logit(cfg, w, image):
+    """The same network in a few lines of torch (float64), RoPE as rope_position_encoding.py
+    computes it in eval mode: an independent check of the angle and rotation conventions (the full
+    parity suite against a PyTorch DINOv3 is tests/parity's)."""
+    import torch
+    a = cfg["architecture"]
+    D, NH, R, P = a["embed_dim"], a["num_heads"], a["num_registers"], a["patch_size"]
+    g, Dh, pre = image.shape[-1] // P, D // NH, 1 + a["num_registers"]
+    W = {k: torch.tensor(v, dtype=torch.float64) for k, v in w.items()}
+    x = torch.nn.functional.conv2d(torch.tensor(image[None], dtype=torch.float64),
+                                   W["patch_embed.proj.weight"], W["patch_embed.proj.bias"], stride=P)
+    x = torch.cat([W["cls_token"], W["register_tokens"], x.flatten(2).transpose(1, 2)], 1)
+    c = torch.arange(0.5, g, dtype=torch.float32) / g
+    coords = torch.stack(torch.meshgrid(c, c, indexing="ij"), -1).flatten(0, 1) * 2.0 - 1.0
+    angles = (2 * np.pi * coords[:, :, None] / torch.tensor(w["rope.periods"])[None, None]).flatten(1, 2).tile(2)
+    cos, sin = torch.cos(angles).double(), torch.sin(angles).double()
+
+    def rope(u):
+        p = u[:, :, pre:]
+        return torch.cat([u[:, :, :pre], p * cos + torch.cat([-p[..., Dh // 2:], p[..., :Dh // 2]], -1) * sin], 2)
+
+    def ln(u, n):
+        return torch.nn.functional.layer_norm(u, (D,), W[n + ".weight"], W[n + ".bias"], a["layernorm_eps"])
+
+    for i in range(a["depth"]):
+        b = f"blocks.{i}."
+        q, k, v = (ln(x, b + "norm1") @ W[b + "attn.qkv.weight"].T + W[b + "attn.qkv.bias"]) \
+            .reshape(1, -1, 3, NH, Dh).permute(2, 0, 3, 1, 4)
+        o = torch.softmax(rope(q) @ rope(k).transpose(-1, -2) / Dh ** 0.5, -1) @ v
+        x = x + W[b + "ls1.gamma"] * (o.transpose(1, 2).reshape(1, -1, D) @ W[b + "attn.proj.weight"].T
+                                      + W[b + "attn.proj.bias"])
+        y = torch.nn.functional.gelu(ln(x, b + "norm2") @ W[b + "mlp.fc1.weight"].T + W[b + "mlp.fc1.bias"])
+        x = x + W[b + "ls2.gamma"] * (y @ W[b + "mlp.fc2.weight"].T + W[b + "mlp.fc2.bias"])
+    h = torch.relu(ln(x, "norm")[:, 0] @ W["head.fc1.weight"].T + W["head.fc1.bias"])
+    return float(h @ W["head.fc2.weight"][0] + W["head.fc2.bias"][0])
+
+
+def test_the_engine_matches_a_few_lines_of_torch_at_two_sizes(ctx):
+    for size in (64, 48):  # grids 4 and 3: the RoPE table of each
+        path = h.genmodel(ctx, f"t{size}.safetensors", "--family", "dinov3", "--variant", "tiny",
+                          "--input-size", size, "--seed", 5)
+        cfg, w = sm.read_model(path)
+        image = h.make_image(3, size)
+        want = _torch_dinov3_logit(cfg, w, image)
+        _, doc = h.run_infer(ctx, path, [h.write_pixels(ctx, "t.f32", image)])
+        got = doc["results"][0]["logit"]
+        ctx.note(f"{size} px: engine {got:.7f}, torch {want:.7f}")
+        check(abs(got - want) <= h.LOGIT_RTOL * max(1, abs(want)), f"{size} px: {got} vs {want}")
+
+
 if __name__ == "__main__":
     sys.exit(h.main(globals()))
