@@ -35,8 +35,15 @@ int main(int argc, char **argv)
     }
     struct backend be;
     struct vit *v;
-    if (backend_cpu_create(&be, NULL, err, sizeof err) || vit_create(&v, &m, &be, err, sizeof err)) {
+    if (backend_cpu_create(&be, NULL, err, sizeof err)) {
+        printf("backend: %s\n", err);
+        model_close(&m);
+        return 1;
+    }
+    if (vit_create(&v, &m, &be, err, sizeof err)) {
         printf("engine: %s\n", err);
+        backend_destroy(&be);
+        model_close(&m);
         return 1;
     }
     const int n = m.n_tensors, up = vit_uploaded_tensors(v);
