@@ -1,268 +1,31 @@
 /* The forward pass: patch embedding, pre-LN blocks with LayerScale, final norm on the CLS token
- * only (the head never looks at the others), then Linear → ReLU → Linear. Which tensors there are,
- * where each lands and the order of the steps come from the family's architecture description
- * (models/families.json via family.h); this file knows what each slot and step means. Weights go
- * to the backend once; activations live in buffers reserved for the largest batch, reused every
- * call. */
-#include "vit.h"
-#include "error_message.h"
+ * only (the head never looks at the others), then Linear → ReLU → Linear, in the order of the
+ * steps the family's architecture description lists (vit_load.c turned them into enum vit_step
+ * and the tensors into slots); this file knows what each step does. Activations live in buffers
+ * reserved for the largest batch, reused every call; per-resolution tables (DINOv2's resized
+ * positions, DINOv3's RoPE angles) are computed once per input size. */
+#include "vit_internal.h"
 
-#include "family.h"
 #include "posembed.h"
 #include "rope_table.h"
 
-#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-struct vit_block {
-    void *norm1_w, *norm1_b; /* (D) */
-    void *qkv_w, *qkv_b;     /* (3D, D), (3D) */
-    void *proj_w, *proj_b;   /* (D, D), (D) */
-    void *ls1, *ls2;         /* (D) LayerScale */
-    void *norm2_w, *norm2_b; /* (D) */
-    void *ffn_in_w, *ffn_in_b;   /* mlp: fc1 (F, D); swiglu: w12 (2F, D) */
-    void *ffn_out_w, *ffn_out_b; /* mlp: fc2 (D, F); swiglu: w3 (D, F) */
-};
-
-/* The steps a description's forward lists may name (families.json "forward"). */
-enum vit_step {
-    STEP_POS_EMBED_RESIZE, STEP_ROPE_TABLE,                            /* per resolution */
-    STEP_PATCH_EMBED,                                                  /* embed */
-    STEP_NORM1, STEP_QKV, STEP_ROPE, STEP_ATTENTION, STEP_PROJ, STEP_LS1_RESIDUAL, STEP_NORM2,
-    STEP_FFN, STEP_LS2_RESIDUAL,                                       /* block */
-    STEP_FINAL_NORM_CLS, STEP_HEAD,                                    /* head */
-};
-static const struct { const char *name; enum family_stage stage; } STEPS[] = {
-    [STEP_POS_EMBED_RESIZE] = {"pos_embed_resize", FAMILY_PER_RESOLUTION},
-    [STEP_ROPE_TABLE] = {"rope_table", FAMILY_PER_RESOLUTION},
-    [STEP_PATCH_EMBED] = {"patch_embed", FAMILY_EMBED},
-    [STEP_NORM1] = {"norm1", FAMILY_BLOCK},
-    [STEP_QKV] = {"qkv", FAMILY_BLOCK},
-    [STEP_ROPE] = {"rope", FAMILY_BLOCK},
-    [STEP_ATTENTION] = {"attention", FAMILY_BLOCK},
-    [STEP_PROJ] = {"proj", FAMILY_BLOCK},
-    [STEP_LS1_RESIDUAL] = {"ls1_residual", FAMILY_BLOCK},
-    [STEP_NORM2] = {"norm2", FAMILY_BLOCK},
-    [STEP_FFN] = {"ffn", FAMILY_BLOCK},
-    [STEP_LS2_RESIDUAL] = {"ls2_residual", FAMILY_BLOCK},
-    [STEP_FINAL_NORM_CLS] = {"final_norm_cls", FAMILY_HEAD},
-    [STEP_HEAD] = {"head", FAMILY_HEAD},
-};
-#define N_STEPS (int)(sizeof STEPS / sizeof STEPS[0])
-
-struct vit {
-    struct backend *be;
-    struct model_config cfg;
-    enum vit_step steps[FAMILY_STAGES][FAMILY_MAX_STEPS];
-    int n_steps[FAMILY_STAGES];
-    void **weights;          /* every uploaded tensor, in the description's order (to release) */
-    int n_weights;
-    void *pos_stored;        /* host float copy (1 + G², D) for re-gridding (dinov2) */
-    void *rope_periods;      /* host float copy (16) of rope.periods (dinov3) */
-    void *cls, *registers;   /* (D), (R, D) */
-    void *patch_w, *patch_b; /* (D, 3·P·P), (D) */
-    struct vit_block *blocks;
-    void *norm_w, *norm_b;   /* (D) */
-    void *head1_w, *head1_b; /* (H, D), (H) */
-    void *head2_w, *head2_b; /* (1, H), (1) */
-
-    void *pos;      /* (1 + g², D) for pos_grid */
-    int pos_grid;   /* g the table is resized for, 0 = none yet */
-    void *rope;     /* (g², 64) cos|sin for rope_grid (rope_table.h) */
-    int rope_grid;
-
-    int max_batch, image_size; /* what the buffers below are reserved for */
-    void *pixels;   /* (B, 3, S, S) */
-    void *x;        /* (B, T, D) residual stream */
-    void *h;        /* (B, T, D) normed input / sublayer output */
-    void *attn;     /* (B, T, D) */
-    void *wide;     /* (B, T, max(3D, F_in)) qkv, then the FFN's first projection */
-    void *gated;    /* (B, T, F) SwiGLU only */
-    void *cls_norm; /* (B, D) */
-    void *head_hidden; /* (B, H) */
-    void *logits;   /* (B) */
-};
-
-/* Where a description's slot lands: a field of struct vit (device or host) or of a block. */
-#define VIT_SLOT(f) {#f, offsetof(struct vit, f)}
-#define BLOCK_SLOT(f) {#f, offsetof(struct vit_block, f)}
-static const struct { const char *slot; size_t off; } VIT_SLOTS[] = {
-    VIT_SLOT(cls), VIT_SLOT(registers), VIT_SLOT(patch_w), VIT_SLOT(patch_b), VIT_SLOT(norm_w),
-    VIT_SLOT(norm_b), VIT_SLOT(head1_w), VIT_SLOT(head1_b), VIT_SLOT(head2_w), VIT_SLOT(head2_b),
-}, HOST_SLOTS[] = {
-    VIT_SLOT(pos_stored), VIT_SLOT(rope_periods),
-}, BLOCK_SLOTS[] = {
-    BLOCK_SLOT(norm1_w), BLOCK_SLOT(norm1_b), BLOCK_SLOT(qkv_w), BLOCK_SLOT(qkv_b), BLOCK_SLOT(proj_w),
-    BLOCK_SLOT(proj_b), BLOCK_SLOT(ls1), BLOCK_SLOT(ls2), BLOCK_SLOT(norm2_w), BLOCK_SLOT(norm2_b),
-    BLOCK_SLOT(ffn_in_w), BLOCK_SLOT(ffn_in_b), BLOCK_SLOT(ffn_out_w), BLOCK_SLOT(ffn_out_b),
-};
-#undef VIT_SLOT
-#undef BLOCK_SLOT
-#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
-
-/* The field a tensor's slot names, or NULL (err set) when it is none of this engine's. */
-static void **slot_of(struct vit *v, const struct family_tensor *t, char *err, size_t errlen)
+int vit_fail(char *err, size_t errlen, int code, const char *fmt, ...)
 {
-    const char *slot = t->spec->slot;
-    if (t->spec->kind == FAMILY_KIND_HOST) {
-        for (size_t i = 0; t->block < 0 && i < COUNT(HOST_SLOTS); i++)
-            if (strcmp(HOST_SLOTS[i].slot, slot) == 0)
-                return (void **)((char *)v + HOST_SLOTS[i].off);
-    } else if (t->block >= 0) {
-        for (size_t i = 0; i < COUNT(BLOCK_SLOTS); i++)
-            if (strcmp(BLOCK_SLOTS[i].slot, slot) == 0)
-                return (void **)((char *)&v->blocks[t->block] + BLOCK_SLOTS[i].off);
-    } else {
-        for (size_t i = 0; i < COUNT(VIT_SLOTS); i++)
-            if (strcmp(VIT_SLOTS[i].slot, slot) == 0)
-                return (void **)((char *)v + VIT_SLOTS[i].off);
-    }
-    error_set(err, errlen, BACKEND_EINVAL, "architecture description: tensor %s names slot \"%s\", which is no %s%s "
-         "slot of the engine", t->name, slot, t->spec->kind == FAMILY_KIND_HOST ? "host " : "",
-         t->block >= 0 ? "block" : "model");
-    return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return code;
 }
 
-/* One tensor onto the backend (or, kind host, into a host copy) and into its slot. */
-static int upload(struct vit *v, const struct model *m, const struct family_tensor *ft, char *err, size_t errlen)
-{
-    const struct model_tensor *t = model_find(m, ft->name);
-    if (!t) /* model_open checked the set; only reachable with a hand-built model */
-        return error_set(err, errlen, BACKEND_EINVAL, "model has no tensor %s", ft->name);
-    void **slot = NULL;
-    if (ft->spec->slot[0] && !(slot = slot_of(v, ft, err, errlen)))
-        return BACKEND_EINVAL;
-    size_t n = model_tensor_numel(t);
-    float *host = malloc((n ? n : 1) * sizeof(float));
-    if (!host)
-        return error_set(err, errlen, BACKEND_ENOMEM, "out of memory widening %s", ft->name);
-    model_tensor_to_f32(t, host);
-    if (ft->spec->kind == FAMILY_KIND_HOST) {
-        if (!slot) {
-            free(host);
-            return error_set(err, errlen, BACKEND_EINVAL, "architecture description: host tensor %s needs a slot",
-                        ft->name);
-        }
-        *slot = host;
-        return 0;
-    }
-    static const enum weight_kind kinds[] = {
-        [FAMILY_KIND_MATRIX] = WEIGHT_MATRIX, [FAMILY_KIND_PATCH] = WEIGHT_PATCH, [FAMILY_KIND_VECTOR] = WEIGHT_VECTOR};
-    const enum weight_kind kind = kinds[ft->spec->kind];
-    /* Matrices as (first dim, the rest); vectors and token tables as one row. */
-    size_t rows = kind == WEIGHT_VECTOR || t->ndim < 1 ? 1 : (size_t)t->shape[0];
-    void *dev = v->be->ops->upload_weight(v->be, host, rows, rows ? n / rows : 0, kind);
-    free(host);
-    if (!dev)
-        return error_set(err, errlen, BACKEND_ENOMEM, "uploading %s: %s", ft->name, v->be->error);
-    v->weights[v->n_weights++] = dev;
-    if (slot)
-        *slot = dev;
-    return 0;
-}
+#define fail vit_fail
 
-/* The description's step names as this engine's steps, each in its stage. */
-static int resolve_steps(struct vit *v, const struct model_family *f, char *err, size_t errlen)
-{
-    for (int s = 0; s < FAMILY_STAGES; s++)
-        for (int i = 0; i < f->n_steps[s]; i++) {
-            int k = 0;
-            while (k < N_STEPS && !(strcmp(STEPS[k].name, f->steps[s][i]) == 0 && (int)STEPS[k].stage == s))
-                k++;
-            if (k == N_STEPS)
-                return error_set(err, errlen, BACKEND_EINVAL, "architecture description: family %s: \"%s\" is not a "
-                            "step this engine runs there", f->name, f->steps[s][i]);
-            v->steps[s][v->n_steps[s]++] = (enum vit_step)k;
-        }
-    return 0;
-}
-
-static int has_step(const struct vit *v, enum vit_step step)
-{
-    for (int s = 0; s < FAMILY_STAGES; s++)
-        for (int i = 0; i < v->n_steps[s]; i++)
-            if (v->steps[s][i] == step)
-                return 1;
-    return 0;
-}
-
-/* What the steps read is there: a description whose tensors and steps disagree fails here, at
- * load, instead of in a forward pass. */
-static int check_slots(const struct vit *v, char *err, size_t errlen)
-{
-    const struct model_config *c = &v->cfg;
-    const char *missing = NULL;
-    if (!v->cls || !v->patch_w || !v->patch_b || (c->num_registers > 0 && !v->registers))
-        missing = "the patch embedding's cls, patch_w, patch_b (and registers)";
-    else if (has_step(v, STEP_POS_EMBED_RESIZE) && !v->pos_stored)
-        missing = "pos_stored (pos_embed_resize)";
-    else if (has_step(v, STEP_ROPE_TABLE) != has_step(v, STEP_ROPE) || (has_step(v, STEP_ROPE) && !v->rope_periods))
-        missing = "rope_periods with both rope_table and rope";
-    else if (!v->norm_w || !v->norm_b || !v->head1_w || !v->head1_b || !v->head2_w || !v->head2_b)
-        missing = "the final norm and the head";
-    for (int i = 0; !missing && i < c->depth; i++) {
-        const struct vit_block *b = &v->blocks[i];
-        if (!b->norm1_w || !b->norm1_b || !b->qkv_w || !b->qkv_b || !b->proj_w || !b->proj_b || !b->ls1 ||
-            !b->ls2 || !b->norm2_w || !b->norm2_b || !b->ffn_in_w || !b->ffn_in_b || !b->ffn_out_w ||
-            !b->ffn_out_b)
-            missing = "a block slot";
-    }
-    if (missing)
-        return error_set(err, errlen, BACKEND_EINVAL, "architecture description of %s leaves %s empty",
-                    c->family ? c->family->name : "(no family)", missing);
-    const float *periods = v->rope_periods;
-    for (int k = 0; periods && k < MODEL_HEAD_DIM / 4; k++)
-        if (!(periods[k] > 0) || periods[k] > 1e30f)
-            return error_set(err, errlen, BACKEND_EINVAL, "rope.periods[%d] = %g is not a positive finite period", k,
-                        (double)periods[k]);
-    return 0;
-}
-
-int vit_create(struct vit **out, const struct model *m, struct backend *be, char *err, size_t errlen)
-{
-    struct vit *v = calloc(1, sizeof *v);
-    const struct model_config *c = &m->config;
-    if (!v)
-        return error_set(err, errlen, BACKEND_ENOMEM, "out of memory");
-    v->be = be;
-    v->cfg = *c;
-    struct family_tensor *ft = NULL;
-    char why[256];
-    int n = family_tensors(c, &ft, why, sizeof why);
-    if (n < 0) {
-        vit_destroy(v);
-        return error_set(err, errlen, BACKEND_EINVAL, "%s", why);
-    }
-    v->blocks = calloc((size_t)c->depth, sizeof *v->blocks);
-    v->weights = calloc((size_t)n + 1, sizeof *v->weights);
-    if (!v->blocks || !v->weights) {
-        free(ft);
-        vit_destroy(v);
-        return error_set(err, errlen, BACKEND_ENOMEM, "out of memory");
-    }
-    int rc = resolve_steps(v, c->family, err, errlen);
-    for (int i = 0; i < n && !rc; i++)
-        rc = upload(v, m, &ft[i], err, errlen);
-    free(ft);
-    if (!rc)
-        rc = check_slots(v, err, errlen);
-    if (rc) {
-        vit_destroy(v);
-        return rc;
-    }
-    *out = v;
-    return 0;
-}
-
-int vit_uploaded_tensors(const struct vit *v)
-{
-    return v->n_weights + (v->pos_stored != NULL) + (v->rope_periods != NULL);
-}
-
-static void release_activations(struct vit *v)
+void vit_release_activations(struct vit *v)
 {
     if (v->be->ops->graph_forget) /* recorded passes point at these buffers */
         v->be->ops->graph_forget(v->be, v);
@@ -275,24 +38,6 @@ static void release_activations(struct vit *v)
     v->max_batch = 0;
     v->image_size = 0;
 }
-
-void vit_destroy(struct vit *v)
-{
-    if (!v)
-        return;
-    const struct backend_ops *ops = v->be->ops;
-    release_activations(v);
-    ops->release(v->be, v->pos);
-    ops->release(v->be, v->rope);
-    for (int i = 0; i < v->n_weights; i++)
-        ops->release(v->be, v->weights[i]);
-    free(v->weights);
-    free(v->blocks);
-    free(v->pos_stored);
-    free(v->rope_periods);
-    free(v);
-}
-
 int vit_tokens(const struct vit *v, int image_size)
 {
     int g = image_size / v->cfg.patch_size;
@@ -307,10 +52,10 @@ static int ensure_pos(struct vit *v, int grid, char *err, size_t errlen)
     size_t n = (size_t)(1 + grid * grid) * D;
     float *host = malloc(n * sizeof(float));
     if (!host)
-        return error_set(err, errlen, BACKEND_ENOMEM, "out of memory resizing the positional embedding");
+        return fail(err, errlen, BACKEND_ENOMEM, "out of memory resizing the positional embedding");
     if (pos_embed_resize(host, v->pos_stored, v->cfg.pos_embed_grid, grid, D, v->cfg.pos_interp)) {
         free(host);
-        return error_set(err, errlen, BACKEND_ENOMEM, "out of memory resizing the positional embedding");
+        return fail(err, errlen, BACKEND_ENOMEM, "out of memory resizing the positional embedding");
     }
     if (v->be->ops->graph_forget)
         v->be->ops->graph_forget(v->be, v);
@@ -319,7 +64,7 @@ static int ensure_pos(struct vit *v, int grid, char *err, size_t errlen)
     free(host);
     v->pos_grid = v->pos ? grid : 0;
     if (!v->pos)
-        return error_set(err, errlen, BACKEND_ENOMEM, "positional embedding: %s", v->be->error);
+        return fail(err, errlen, BACKEND_ENOMEM, "positional embedding: %s", v->be->error);
     return 0;
 }
 
@@ -331,7 +76,7 @@ static int ensure_rope(struct vit *v, int grid, char *err, size_t errlen)
     size_t n = (size_t)grid * grid * 64;
     float *host = malloc(n * sizeof(float));
     if (!host)
-        return error_set(err, errlen, BACKEND_ENOMEM, "out of memory for the RoPE table");
+        return fail(err, errlen, BACKEND_ENOMEM, "out of memory for the RoPE table");
     rope_table_compute(host, v->rope_periods, grid, grid);
     if (v->be->ops->graph_forget) /* recorded passes point at the old table */
         v->be->ops->graph_forget(v->be, v);
@@ -340,7 +85,7 @@ static int ensure_rope(struct vit *v, int grid, char *err, size_t errlen)
     free(host);
     v->rope_grid = v->rope ? grid : 0;
     if (!v->rope)
-        return error_set(err, errlen, BACKEND_ENOMEM, "RoPE table: %s", v->be->error);
+        return fail(err, errlen, BACKEND_ENOMEM, "RoPE table: %s", v->be->error);
     return 0;
 }
 
@@ -348,7 +93,7 @@ int vit_reserve(struct vit *v, int max_batch, int image_size, char *err, size_t 
 {
     const struct model_config *c = &v->cfg;
     if (max_batch < 1 || image_size < c->patch_size || image_size % c->patch_size)
-        return error_set(err, errlen, BACKEND_EINVAL, "image size %d must be a positive multiple of the "
+        return fail(err, errlen, BACKEND_EINVAL, "image size %d must be a positive multiple of the "
                     "patch size %d (batch %d)", image_size, c->patch_size, max_batch);
     int rc = 0;
     for (int i = 0; i < v->n_steps[FAMILY_PER_RESOLUTION] && !rc; i++)
@@ -359,7 +104,7 @@ int vit_reserve(struct vit *v, int max_batch, int image_size, char *err, size_t 
         return rc;
     if (max_batch <= v->max_batch && image_size == v->image_size)
         return 0;
-    release_activations(v);
+    vit_release_activations(v);
     const size_t B = (size_t)max_batch, T = (size_t)vit_tokens(v, image_size), D = (size_t)c->embed_dim;
     const size_t F = (size_t)c->ffn_hidden_dim, S = (size_t)image_size;
     size_t wide = 3 * D;
@@ -382,8 +127,8 @@ int vit_reserve(struct vit *v, int max_batch, int image_size, char *err, size_t 
             continue;
         *plan[i].buf = v->be->ops->alloc(v->be, plan[i].n);
         if (!*plan[i].buf) {
-            release_activations(v);
-            return error_set(err, errlen, BACKEND_ENOMEM, "reserving batch %d at %d px: %s", max_batch,
+            vit_release_activations(v);
+            return fail(err, errlen, BACKEND_ENOMEM, "reserving batch %d at %d px: %s", max_batch,
                         image_size, v->be->error);
         }
     }
@@ -514,7 +259,7 @@ int vit_forward(struct vit *v, const float *pixels, int batch, int image_size, f
     struct backend *be = v->be;
     const struct backend_ops *ops = be->ops;
     if (batch < 1)
-        return error_set(err, errlen, BACKEND_EINVAL, "batch must be at least 1");
+        return fail(err, errlen, BACKEND_EINVAL, "batch must be at least 1");
     if (batch > v->max_batch || image_size != v->image_size) {
         int want = batch > v->max_batch ? batch : v->max_batch;
         int rc = vit_reserve(v, want, image_size, err, errlen);
@@ -525,13 +270,13 @@ int vit_forward(struct vit *v, const float *pixels, int batch, int image_size, f
 #define TRY(call)                                                             \
     do {                                                                      \
         if ((rc = (call)) != 0)                                               \
-            return error_set(err, errlen, rc, "%s: %s", ops->name, be->error);     \
+            return fail(err, errlen, rc, "%s: %s", ops->name, be->error);     \
     } while (0)
     TRY(ops->upload(be, v->pixels, pixels, (size_t)batch * 3 * image_size * image_size));
     /* A backend with graphs records the pass the first time at this batch size, then replays it. */
     int replayed = ops->graph_begin ? ops->graph_begin(be, v, batch) : 0;
     if (replayed < 0)
-        return error_set(err, errlen, replayed, "%s: %s", ops->name, be->error);
+        return fail(err, errlen, replayed, "%s: %s", ops->name, be->error);
     if (!replayed) {
         rc = forward_pass(v, batch, image_size, NULL);
         if (ops->graph_end) {
@@ -539,7 +284,7 @@ int vit_forward(struct vit *v, const float *pixels, int batch, int image_size, f
             rc = rc ? rc : end_rc;
         }
         if (rc)
-            return error_set(err, errlen, rc, "%s: %s", ops->name, be->error);
+            return fail(err, errlen, rc, "%s: %s", ops->name, be->error);
     }
     TRY(ops->download(be, logits, v->logits, (size_t)batch));
     TRY(ops->synchronize(be));
@@ -577,7 +322,7 @@ int vit_explain(struct vit *v, const float *pixels, int image_size, float *logit
     struct backend *be = v->be;
     const struct backend_ops *ops = be->ops;
     if (!ops->attention_probs)
-        return error_set(err, errlen, BACKEND_EINVAL, "the %s backend cannot explain (no attention_probs op)", ops->name);
+        return fail(err, errlen, BACKEND_EINVAL, "the %s backend cannot explain (no attention_probs op)", ops->name);
     if (v->max_batch < 1 || image_size != v->image_size) {
         int rc = vit_reserve(v, v->max_batch > 0 ? v->max_batch : 1, image_size, err, errlen);
         if (rc)
@@ -593,7 +338,7 @@ int vit_explain(struct vit *v, const float *pixels, int image_size, float *logit
         tmp = malloc((size_t)T * sizeof *tmp);
         if (!x.matrices || !r || !tmp) {
             free(x.matrices), free(r), free(tmp);
-            return error_set(err, errlen, BACKEND_ENOMEM, "out of memory for the rollout's %d matrices of %d²", L, T);
+            return fail(err, errlen, BACKEND_ENOMEM, "out of memory for the rollout's %d matrices of %d²", L, T);
         }
     }
     x.probs = ops->alloc(be, probs_n > (size_t)H * T ? probs_n : (size_t)H * T);
@@ -607,7 +352,7 @@ int vit_explain(struct vit *v, const float *pixels, int image_size, float *logit
     if (!rc)
         rc = ops->synchronize(be);
     if (rc)
-        error_set(err, errlen, rc, "%s (explain pass): %s", ops->name, be->error);
+        fail(err, errlen, rc, "%s (explain pass): %s", ops->name, be->error);
     ops->release(be, x.probs);
     if (!rc && rollout) {
         /* e₀ᵀ Â_L ⋯ Â_1: the CLS row, multiplied through from the last block down. */
@@ -615,7 +360,7 @@ int vit_explain(struct vit *v, const float *pixels, int image_size, float *logit
             r[j] = j == 0;
         for (int l = L - 1; l >= 0 && !rc; l--)
             if (rollout_step(r, x.matrices + (size_t)l * T * T, T, tmp))
-                rc = error_set(err, errlen, BACKEND_EINVAL, "block %d's attention rows do not sum to a positive number", l);
+                rc = fail(err, errlen, BACKEND_EINVAL, "block %d's attention rows do not sum to a positive number", l);
         for (int j = 0; j < T && !rc; j++)
             rollout[j] = (float)r[j];
     }
