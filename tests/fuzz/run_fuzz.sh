@@ -28,13 +28,18 @@ if ! "$cc" -fsanitize=fuzzer,address,undefined "$work/probe.c" -o "$work/probe" 
     exit 77
 fi
 
+# The architecture description every model-reading target compiles in, as the CMake build does.
+cmake -DIN="$root/models/families.json" -DOUT="$work/families_data.c" -DSYMBOL=family_description \
+      -P "$root/models/embed_file.cmake"
+family_srcs="$root/models/family.c $root/models/family_fields.c $root/models/family_tensors.c $work/families_data.c"
+
 # Each target with exactly the sources it exercises, and how large its inputs may grow.
 case "$target" in
 model)
     srcs="$root/models/model.c $root/models/model_config.c $root/models/sha256.c $root/models/sha256_shani.c \
-          $root/models/error_message.c"
+          $root/models/error_message.c $family_srcs"
     incs="-I$root/models"
-    libs=$(pkg-config --cflags --libs jansson)
+    libs="$(pkg-config --cflags --libs jansson) -lpthread"
     max_len=262144 ;;
 multipart)
     srcs="$root/server/multipart.c $root/models/error_message.c"
@@ -42,9 +47,9 @@ multipart)
     libs=""
     max_len=16384 ;;
 config)
-    srcs="$root/server/config.c $root/models/model_config.c $root/models/error_message.c"  # names: model_config
+    srcs="$root/server/config.c $root/models/model_config.c $root/models/error_message.c $family_srcs"  # names
     incs="-I$root/server -I$root/models"
-    libs=$(pkg-config --cflags --libs jansson)
+    libs="$(pkg-config --cflags --libs jansson) -lpthread"
     max_len=4096 ;;
 api_key)
     srcs="$root/server/api_key.c $root/models/error_message.c"
@@ -58,7 +63,7 @@ http)
     # omp.h (libomp-dev), which declares the same API.
     # The page GET / serves is compiled in from server/page/index.html, as the CMake build does.
     cmake -DIN="$root/server/page/index.html" -DOUT="$work/page_html.c" -P "$root/server/page/embed.cmake"
-    srcs="$work/page_html.c"
+    srcs="$work/page_html.c $work/families_data.c"
     for f in "$root"/server/*.c "$root"/models/*.c "$root"/models/image/*.c "$root"/models/explain/*.c \
              "$root"/kernels/*.c "$root"/kernels/cpu/*.c; do
         case "$f" in */stopcald_main.c | */infer_main.c | */infer_explain.c) ;; *) srcs="$srcs $f" ;; esac

@@ -24,6 +24,9 @@ def model_seeds(out):
         ("v2-bf16", dict(), "BF16"),
         ("v2-f16-reg-swiglu", dict(num_registers=2, ffn="swiglu", ffn_hidden_dim=8), "F16"),
         ("v2-f32-v3-profile", dict(profile="cortexchange-v3", mean=(0.1, 0.2, 0.3)), "F32"),
+        # format_version 3: a DINOv3 (RoPE periods, storage tokens, no positional table) with a
+        # runtime object
+        ("v3-dinov3-runtime", dict(family="dinov3", num_registers=1, precision="bf16"), "F32"),
     ]
     for name, extra, dtype in forms:
         kw = dict(embed_dim=64, depth=1, num_heads=1, ffn_hidden_dim=8, head_hidden_dim=4,
