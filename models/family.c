@@ -14,7 +14,7 @@
 #define MAX_FAMILIES 8
 #define MAX_SYMBOLS 16
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
+int family_fail(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -22,6 +22,7 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
     return -1;
 }
+#define fail family_fail
 
 /* ---- the description, parsed once ---- */
 
