@@ -539,6 +539,10 @@ def write_safetensors(path, tensors, metadata=None, digest_placeholder=None):
     digest_placeholder: a string that occurs exactly once in the header; it is overwritten, in
     place, with the SHA-256 hex digest of the data section once that has been written.
     No stopcal validation here: the tests use this to write deliberately bad files."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        # The file is written beside the target and renamed onto it: onto /dev/null or a FIFO
+        # that rename would replace the special file itself.
+        raise ModelFormatError(f"{path} exists and is not a regular file; not replacing it")
     entries, offset = {}, 0
     order = sorted(tensors)
     for name in order:
