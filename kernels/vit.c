@@ -5,6 +5,7 @@
  * reserved for the largest batch, reused every call; per-resolution tables (DINOv2's resized
  * positions, DINOv3's RoPE angles) are computed once per input size. */
 #include "vit_internal.h"
+#include "error_message.h"
 
 #include "posembed.h"
 #include "rope_table.h"
@@ -13,17 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-int vit_fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return code;
-}
-
-#define fail vit_fail
 
 void vit_release_activations(struct vit *v)
 {
@@ -52,10 +42,10 @@ static int ensure_pos(struct vit *v, int grid, char *err, size_t errlen)
     size_t n = (size_t)(1 + grid * grid) * D;
     float *host = malloc(n * sizeof(float));
     if (!host)
-        return fail(err, errlen, BACKEND_ENOMEM, "out of memory resizing the positional embedding");
+        return error_set(err, errlen, BACKEND_ENOMEM, "out of memory resizing the positional embedding");
     if (pos_embed_resize(host, v->pos_stored, v->cfg.pos_embed_grid, grid, D, v->cfg.pos_interp)) {
         free(host);
-        return fail(err, errlen, BACKEND_ENOMEM, "out of memory resizing the positional embedding");
+        return error_set(err, errlen, BACKEND_ENOMEM, "out of memory resizing the positional embedding");
     }
     if (v->be->ops->graph_forget)
         v->be->ops->graph_forget(v->be, v);
@@ -64,7 +54,7 @@ static int ensure_pos(struct vit *v, int grid, char *err, size_t errlen)
     free(host);
     v->pos_grid = v->pos ? grid : 0;
     if (!v->pos)
-        return fail(err, errlen, BACKEND_ENOMEM, "positional embedding: %s", v->be->error);
+        return error_set(err, errlen, BACKEND_ENOMEM, "positional embedding: %s", v->be->error);
     return 0;
 }
 
@@ -76,7 +66,7 @@ static int ensure_rope(struct vit *v, int grid, char *err, size_t errlen)
     size_t n = (size_t)grid * grid * 64;
     float *host = malloc(n * sizeof(float));
     if (!host)
-        return fail(err, errlen, BACKEND_ENOMEM, "out of memory for the RoPE table");
+        return error_set(err, errlen, BACKEND_ENOMEM, "out of memory for the RoPE table");
     rope_table_compute(host, v->rope_periods, grid, grid);
     if (v->be->ops->graph_forget) /* recorded passes point at the old table */
         v->be->ops->graph_forget(v->be, v);
@@ -85,7 +75,7 @@ static int ensure_rope(struct vit *v, int grid, char *err, size_t errlen)
     free(host);
     v->rope_grid = v->rope ? grid : 0;
     if (!v->rope)
-        return fail(err, errlen, BACKEND_ENOMEM, "RoPE table: %s", v->be->error);
+        return error_set(err, errlen, BACKEND_ENOMEM, "RoPE table: %s", v->be->error);
     return 0;
 }
 
@@ -93,7 +83,7 @@ int vit_reserve(struct vit *v, int max_batch, int image_size, char *err, size_t 
 {
     const struct model_config *c = &v->cfg;
     if (max_batch < 1 || image_size < c->patch_size || image_size % c->patch_size)
-        return fail(err, errlen, BACKEND_EINVAL, "image size %d must be a positive multiple of the "
+        return error_set(err, errlen, BACKEND_EINVAL, "image size %d must be a positive multiple of the "
                     "patch size %d (batch %d)", image_size, c->patch_size, max_batch);
     int rc = 0;
     for (int i = 0; i < v->n_steps[FAMILY_PER_RESOLUTION] && !rc; i++)
@@ -128,7 +118,7 @@ int vit_reserve(struct vit *v, int max_batch, int image_size, char *err, size_t 
         *plan[i].buf = v->be->ops->alloc(v->be, plan[i].n);
         if (!*plan[i].buf) {
             vit_release_activations(v);
-            return fail(err, errlen, BACKEND_ENOMEM, "reserving batch %d at %d px: %s", max_batch,
+            return error_set(err, errlen, BACKEND_ENOMEM, "reserving batch %d at %d px: %s", max_batch,
                         image_size, v->be->error);
         }
     }
@@ -259,7 +249,7 @@ int vit_forward(struct vit *v, const float *pixels, int batch, int image_size, f
     struct backend *be = v->be;
     const struct backend_ops *ops = be->ops;
     if (batch < 1)
-        return fail(err, errlen, BACKEND_EINVAL, "batch must be at least 1");
+        return error_set(err, errlen, BACKEND_EINVAL, "batch must be at least 1");
     if (batch > v->max_batch || image_size != v->image_size) {
         int want = batch > v->max_batch ? batch : v->max_batch;
         int rc = vit_reserve(v, want, image_size, err, errlen);
@@ -270,13 +260,13 @@ int vit_forward(struct vit *v, const float *pixels, int batch, int image_size, f
 #define TRY(call)                                                             \
     do {                                                                      \
         if ((rc = (call)) != 0)                                               \
-            return fail(err, errlen, rc, "%s: %s", ops->name, be->error);     \
+            return error_set(err, errlen, rc, "%s: %s", ops->name, be->error);     \
     } while (0)
     TRY(ops->upload(be, v->pixels, pixels, (size_t)batch * 3 * image_size * image_size));
     /* A backend with graphs records the pass the first time at this batch size, then replays it. */
     int replayed = ops->graph_begin ? ops->graph_begin(be, v, batch) : 0;
     if (replayed < 0)
-        return fail(err, errlen, replayed, "%s: %s", ops->name, be->error);
+        return error_set(err, errlen, replayed, "%s: %s", ops->name, be->error);
     if (!replayed) {
         rc = forward_pass(v, batch, image_size, NULL);
         if (ops->graph_end) {
@@ -284,7 +274,7 @@ int vit_forward(struct vit *v, const float *pixels, int batch, int image_size, f
             rc = rc ? rc : end_rc;
         }
         if (rc)
-            return fail(err, errlen, rc, "%s: %s", ops->name, be->error);
+            return error_set(err, errlen, rc, "%s: %s", ops->name, be->error);
     }
     TRY(ops->download(be, logits, v->logits, (size_t)batch));
     TRY(ops->synchronize(be));
@@ -322,7 +312,7 @@ int vit_explain(struct vit *v, const float *pixels, int image_size, float *logit
     struct backend *be = v->be;
     const struct backend_ops *ops = be->ops;
     if (!ops->attention_probs)
-        return fail(err, errlen, BACKEND_EINVAL, "the %s backend cannot explain (no attention_probs op)", ops->name);
+        return error_set(err, errlen, BACKEND_EINVAL, "the %s backend cannot explain (no attention_probs op)", ops->name);
     if (v->max_batch < 1 || image_size != v->image_size) {
         int rc = vit_reserve(v, v->max_batch > 0 ? v->max_batch : 1, image_size, err, errlen);
         if (rc)
@@ -338,7 +328,7 @@ int vit_explain(struct vit *v, const float *pixels, int image_size, float *logit
         tmp = malloc((size_t)T * sizeof *tmp);
         if (!x.matrices || !r || !tmp) {
             free(x.matrices), free(r), free(tmp);
-            return fail(err, errlen, BACKEND_ENOMEM, "out of memory for the rollout's %d matrices of %d²", L, T);
+            return error_set(err, errlen, BACKEND_ENOMEM, "out of memory for the rollout's %d matrices of %d²", L, T);
         }
     }
     x.probs = ops->alloc(be, probs_n > (size_t)H * T ? probs_n : (size_t)H * T);
@@ -352,7 +342,7 @@ int vit_explain(struct vit *v, const float *pixels, int image_size, float *logit
     if (!rc)
         rc = ops->synchronize(be);
     if (rc)
-        fail(err, errlen, rc, "%s (explain pass): %s", ops->name, be->error);
+        error_set(err, errlen, rc, "%s (explain pass): %s", ops->name, be->error);
     ops->release(be, x.probs);
     if (!rc && rollout) {
         /* e₀ᵀ Â_L ⋯ Â_1: the CLS row, multiplied through from the last block down. */
@@ -360,7 +350,7 @@ int vit_explain(struct vit *v, const float *pixels, int image_size, float *logit
             r[j] = j == 0;
         for (int l = L - 1; l >= 0 && !rc; l--)
             if (rollout_step(r, x.matrices + (size_t)l * T * T, T, tmp))
-                rc = fail(err, errlen, BACKEND_EINVAL, "block %d's attention rows do not sum to a positive number", l);
+                rc = error_set(err, errlen, BACKEND_EINVAL, "block %d's attention rows do not sum to a positive number", l);
         for (int j = 0; j < T && !rc; j++)
             rollout[j] = (float)r[j];
     }

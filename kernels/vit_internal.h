@@ -57,9 +57,6 @@ struct vit {
     void *logits;   /* (B) */
 };
 
-/* err ← the formatted message; returns code. */
-int vit_fail(char *err, size_t errlen, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
 /* Drop the activation buffers (and the backend's recordings that point at them). */
 void vit_release_activations(struct vit *v);
 

@@ -3,13 +3,13 @@
  * the slot the description names; the description's step names become this engine's steps; what
  * the steps read is checked to be there. */
 #include "vit_internal.h"
+#include "error_message.h"
 
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define fail vit_fail
 
 static const struct { const char *name; enum family_stage stage; } STEPS[] = {
     [STEP_POS_EMBED_RESIZE] = {"pos_embed_resize", FAMILY_PER_RESOLUTION},
@@ -63,7 +63,7 @@ static void **slot_of(struct vit *v, const struct family_tensor *t, char *err, s
             if (strcmp(VIT_SLOTS[i].slot, slot) == 0)
                 return (void **)((char *)v + VIT_SLOTS[i].off);
     }
-    fail(err, errlen, BACKEND_EINVAL, "architecture description: tensor %s names slot \"%s\", which is no %s%s "
+    error_set(err, errlen, BACKEND_EINVAL, "architecture description: tensor %s names slot \"%s\", which is no %s%s "
          "slot of the engine", t->name, slot, t->spec->kind == FAMILY_KIND_HOST ? "host " : "",
          t->block >= 0 ? "block" : "model");
     return NULL;
@@ -74,19 +74,19 @@ static int upload(struct vit *v, const struct model *m, const struct family_tens
 {
     const struct model_tensor *t = model_find(m, ft->name);
     if (!t) /* model_open checked the set; only reachable with a hand-built model */
-        return fail(err, errlen, BACKEND_EINVAL, "model has no tensor %s", ft->name);
+        return error_set(err, errlen, BACKEND_EINVAL, "model has no tensor %s", ft->name);
     void **slot = NULL;
     if (ft->spec->slot[0] && !(slot = slot_of(v, ft, err, errlen)))
         return BACKEND_EINVAL;
     size_t n = model_tensor_numel(t);
     float *host = malloc((n ? n : 1) * sizeof(float));
     if (!host)
-        return fail(err, errlen, BACKEND_ENOMEM, "out of memory widening %s", ft->name);
+        return error_set(err, errlen, BACKEND_ENOMEM, "out of memory widening %s", ft->name);
     model_tensor_to_f32(t, host);
     if (ft->spec->kind == FAMILY_KIND_HOST) {
         if (!slot) {
             free(host);
-            return fail(err, errlen, BACKEND_EINVAL, "architecture description: host tensor %s needs a slot",
+            return error_set(err, errlen, BACKEND_EINVAL, "architecture description: host tensor %s needs a slot",
                         ft->name);
         }
         *slot = host;
@@ -100,7 +100,7 @@ static int upload(struct vit *v, const struct model *m, const struct family_tens
     void *dev = v->be->ops->upload_weight(v->be, host, rows, rows ? n / rows : 0, kind);
     free(host);
     if (!dev)
-        return fail(err, errlen, BACKEND_ENOMEM, "uploading %s: %s", ft->name, v->be->error);
+        return error_set(err, errlen, BACKEND_ENOMEM, "uploading %s: %s", ft->name, v->be->error);
     v->weights[v->n_weights++] = dev;
     if (slot)
         *slot = dev;
@@ -116,7 +116,7 @@ static int resolve_steps(struct vit *v, const struct model_family *f, char *err,
             while (k < N_STEPS && !(strcmp(STEPS[k].name, f->steps[s][i]) == 0 && (int)STEPS[k].stage == s))
                 k++;
             if (k == N_STEPS)
-                return fail(err, errlen, BACKEND_EINVAL, "architecture description: family %s: \"%s\" is not a "
+                return error_set(err, errlen, BACKEND_EINVAL, "architecture description: family %s: \"%s\" is not a "
                             "step this engine runs there", f->name, f->steps[s][i]);
             v->steps[s][v->n_steps[s]++] = (enum vit_step)k;
         }
@@ -154,12 +154,12 @@ static int check_slots(const struct vit *v, char *err, size_t errlen)
             missing = "a block slot";
     }
     if (missing)
-        return fail(err, errlen, BACKEND_EINVAL, "architecture description of %s leaves %s empty",
+        return error_set(err, errlen, BACKEND_EINVAL, "architecture description of %s leaves %s empty",
                     c->family ? c->family->name : "(no family)", missing);
     const float *periods = v->rope_periods;
     for (int k = 0; periods && k < MODEL_HEAD_DIM / 4; k++)
         if (!(periods[k] > 0) || periods[k] > 1e30f)
-            return fail(err, errlen, BACKEND_EINVAL, "rope.periods[%d] = %g is not a positive finite period", k,
+            return error_set(err, errlen, BACKEND_EINVAL, "rope.periods[%d] = %g is not a positive finite period", k,
                         (double)periods[k]);
     return 0;
 }
@@ -169,7 +169,7 @@ int vit_create(struct vit **out, const struct model *m, struct backend *be, char
     struct vit *v = calloc(1, sizeof *v);
     const struct model_config *c = &m->config;
     if (!v)
-        return fail(err, errlen, BACKEND_ENOMEM, "out of memory");
+        return error_set(err, errlen, BACKEND_ENOMEM, "out of memory");
     v->be = be;
     v->cfg = *c;
     struct family_tensor *ft = NULL;
@@ -177,14 +177,14 @@ int vit_create(struct vit **out, const struct model *m, struct backend *be, char
     int n = family_tensors(c, &ft, why, sizeof why);
     if (n < 0) {
         vit_destroy(v);
-        return fail(err, errlen, BACKEND_EINVAL, "%s", why);
+        return error_set(err, errlen, BACKEND_EINVAL, "%s", why);
     }
     v->blocks = calloc((size_t)c->depth, sizeof *v->blocks);
     v->weights = calloc((size_t)n + 1, sizeof *v->weights);
     if (!v->blocks || !v->weights) {
         free(ft);
         vit_destroy(v);
-        return fail(err, errlen, BACKEND_ENOMEM, "out of memory");
+        return error_set(err, errlen, BACKEND_ENOMEM, "out of memory");
     }
     int rc = resolve_steps(v, c->family, err, errlen);
     for (int i = 0; i < n && !rc; i++)

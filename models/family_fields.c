@@ -2,6 +2,7 @@
  * what each choice value means. The description says which keys a family has and their ranges;
  * this table is the only list of fields, and a described key without a field is an error. */
 #include "family.h"
+#include "error_message.h"
 #include "family_internal.h"
 
 #include "model.h"
@@ -10,7 +11,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define fail family_fail
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -45,7 +45,7 @@ int family_set_int(struct model_config *c, const char *key, long long v, char *e
             *(int *)((char *)c + INT_FIELDS[i].off) = (int)v;
             return 0;
         }
-    return fail(err, errlen, "stopcal.config: architecture.%s is described but this build has no field for it", key);
+    return error_set(err, errlen, -1, "stopcal.config: architecture.%s is described but this build has no field for it", key);
 }
 
 int family_set_number(struct model_config *c, const char *key, double v, char *err, size_t errlen)
@@ -55,7 +55,7 @@ int family_set_number(struct model_config *c, const char *key, double v, char *e
             *(float *)((char *)c + NUMBER_FIELDS[i].off) = (float)v;
             return 0;
         }
-    return fail(err, errlen, "stopcal.config: architecture.%s is described but this build has no field for it", key);
+    return error_set(err, errlen, -1, "stopcal.config: architecture.%s is described but this build has no field for it", key);
 }
 
 int family_set_choice(struct model_config *c, const char *key, const char *value, char *err, size_t errlen)
@@ -65,7 +65,7 @@ int family_set_choice(struct model_config *c, const char *key, const char *value
             *(int *)((char *)c + CHOICES[i].off) = CHOICES[i].code;
             return 0;
         }
-    return fail(err, errlen, "stopcal.config: architecture.%s \"%s\" is described but this build does not know it",
+    return error_set(err, errlen, -1, "stopcal.config: architecture.%s \"%s\" is described but this build does not know it",
                 key, value);
 }
 

@@ -7,9 +7,6 @@
 
 struct model_config;
 
-/* err ← the formatted message; returns -1. */
-int family_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
 /* The expression a description symbol stands for ("embed_dim / num_heads"), or NULL. */
 const char *family_symbol_expr(const char *name);
 

@@ -1,6 +1,7 @@
 /* Expanding a family's tensor table for one config (family.h): shape expressions in the
  * description's symbols and the config's integer keys, the "when" conditions, blocks.{i}. */
 #include "family.h"
+#include "error_message.h"
 #include "family_internal.h"
 
 #include "model.h"
@@ -10,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define fail family_fail
 
 /* ---- expressions ---- */
 
@@ -35,12 +35,12 @@ static int name_value(struct parser *p, const char *name, int64_t *v)
     const char *symbol = family_symbol_expr(name);
     if (symbol) {
         if (p->depth > 4)
-            return fail(p->err, p->errlen, "symbol %s expands too deep", name);
+            return error_set(p->err, p->errlen, -1, "symbol %s expands too deep", name);
         struct parser sub = {symbol, p->c, p->depth + 1, p->err, p->errlen};
         if (expr(&sub, v))
             return -1;
         skip(&sub);
-        return *sub.s ? fail(p->err, p->errlen, "symbol %s: stray \"%s\"", name, sub.s) : 0;
+        return *sub.s ? error_set(p->err, p->errlen, -1, "symbol %s: stray \"%s\"", name, sub.s) : 0;
     }
     const struct model_family *f = p->c->family;
     int known = 0;
@@ -48,7 +48,7 @@ static int name_value(struct parser *p, const char *name, int64_t *v)
         known |= strcmp(f->keys[k].name, name) == 0;
     if (known && family_int_value(p->c, name, v) == 0)
         return 0;
-    return fail(p->err, p->errlen, "\"%s\" is not a symbol or an integer key of family %s", name,
+    return error_set(p->err, p->errlen, -1, "\"%s\" is not a symbol or an integer key of family %s", name,
                 f ? f->name : "(none)");
 }
 
@@ -61,7 +61,7 @@ static int atom(struct parser *p, int64_t *v)
             return -1;
         skip(p);
         if (*p->s != ')')
-            return fail(p->err, p->errlen, "missing ')'");
+            return error_set(p->err, p->errlen, -1, "missing ')'");
         p->s++;
         return 0;
     }
@@ -77,7 +77,7 @@ static int atom(struct parser *p, int64_t *v)
         name[n++] = *p->s++;
     name[n] = 0;
     if (!n)
-        return fail(p->err, p->errlen, "expected a number, a name or '(' at \"%s\"", p->s);
+        return error_set(p->err, p->errlen, -1, "expected a number, a name or '(' at \"%s\"", p->s);
     return name_value(p, name, v);
 }
 
@@ -95,9 +95,9 @@ static int term(struct parser *p, int64_t *v)
         if (atom(p, &r))
             return -1;
         if (op == '/' && r == 0)
-            return fail(p->err, p->errlen, "division by zero");
+            return error_set(p->err, p->errlen, -1, "division by zero");
         if (op == '*' && r != 0 && (*v > (1LL << 40) / (r < 0 ? -r : r)))
-            return fail(p->err, p->errlen, "a dimension overflows");
+            return error_set(p->err, p->errlen, -1, "a dimension overflows");
         *v = op == '*' ? *v * r : *v / r;
     }
 }
@@ -126,9 +126,9 @@ int family_eval(const char *text, const struct model_config *c, int64_t *value, 
     int rc = expr(&p, value);
     skip(&p);
     if (!rc && *p.s)
-        rc = fail(why, sizeof why, "stray \"%s\"", p.s);
+        rc = error_set(why, sizeof why, -1, "stray \"%s\"", p.s);
     if (rc)
-        return fail(err, errlen, "architecture description: shape \"%s\": %s", text, why);
+        return error_set(err, errlen, -1, "architecture description: shape \"%s\": %s", text, why);
     return 0;
 }
 
@@ -142,7 +142,7 @@ static int holds(const char *when, const struct model_config *c, int *yes, char 
     const char *gt = strchr(when, '>'), *eq = strchr(when, '=');
     const char *op = gt ? gt : eq;
     if (!op || (size_t)(op - when) >= sizeof left)
-        return fail(err, errlen, "architecture description: condition \"%s\" is not SYM>N or key=value", when);
+        return error_set(err, errlen, -1, "architecture description: condition \"%s\" is not SYM>N or key=value", when);
     memcpy(left, when, (size_t)(op - when));
     left[op - when] = 0;
     if (gt) {
@@ -154,7 +154,7 @@ static int holds(const char *when, const struct model_config *c, int *yes, char 
     }
     const char *value = family_choice_value(c, left);
     if (!value)
-        return fail(err, errlen, "architecture description: condition \"%s\" names no choice key", when);
+        return error_set(err, errlen, -1, "architecture description: condition \"%s\" names no choice key", when);
     *yes = strcmp(value, eq + 1) == 0;
     return 0;
 }
@@ -164,11 +164,11 @@ int family_tensors(const struct model_config *c, struct family_tensor **out, cha
     const struct model_family *f = c->family;
     *out = NULL;
     if (!f)
-        return fail(err, errlen, "the config names no family");
+        return error_set(err, errlen, -1, "the config names no family");
     size_t cap = (size_t)f->n_tensors * (size_t)(c->depth > 0 ? c->depth : 1);
     struct family_tensor *t = calloc(cap ? cap : 1, sizeof *t);
     if (!t)
-        return fail(err, errlen, "out of memory expanding the tensor table");
+        return error_set(err, errlen, -1, "out of memory expanding the tensor table");
     int n = 0;
     for (int i = 0; i < f->n_tensors; i++) {
         const struct family_tensor_spec *s = &f->tensors[i];

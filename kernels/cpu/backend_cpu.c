@@ -189,7 +189,7 @@ static int cpu_rope(struct backend *be, void *qkv, const void *table, int batch,
                     int prefix)
 {
     if (prefix < 0 || prefix > tokens)
-        return set_error(be, BACKEND_EINVAL, "rope: prefix %d of %d tokens", prefix, tokens);
+        return backend_fail(be, BACKEND_EINVAL, "rope: prefix %d of %d tokens", prefix, tokens);
     rope_forward_cpu(qkv, table, batch, tokens, heads, prefix);
     return 0;
 }

@@ -445,7 +445,7 @@ int cu_rope(struct backend *be, void *qkv, const void *table, int batch, int tok
     if (rc)
         return rc;
     if (prefix < 0 || prefix > tokens)
-        return set_error(be, BACKEND_EINVAL, "%s rope: prefix %d of %d tokens", BACKEND_NAME, prefix, tokens);
+        return backend_fail(be, BACKEND_EINVAL, "%s rope: prefix %d of %d tokens", BACKEND_NAME, prefix, tokens);
     if ((rc = need_type(be, qkv, CUDA_DTYPE_BF16, "rope", "qkv")) ||
         (rc = need_type(be, table, CUDA_DTYPE_F32, "rope", "table")))
         return rc;
