@@ -13,14 +13,18 @@ ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake pkg-config \
       libopenblas-openmp-dev libjansson-dev libcfitsio-dev libmicrohttpd-dev libcurl4-openssl-dev zlib1g-dev libpng-dev \
+      libgrpc-dev libprotobuf-c-dev protobuf-c-compiler \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 # Only the shipped programs are built (the test suite's references need PyTorch, not wanted here).
 # The client CLI `stopcal` is copied too once client/ builds one.
+# The gRPC service (--grpc-port) is optional in CMake; the image always has it, so a missing package
+# fails the build here (stopcald not linked against gRPC) rather than shipping an image without it.
 RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS}" \
  && cmake --build /build -j "$(nproc)" --target stopcald stopcal-infer \
  && (cmake --build /build -j "$(nproc)" --target stopcal 2>/dev/null || true) \
+ && ldd /build/server/stopcald | grep -q libgrpc \
  && mkdir -p /out/bin /out/models \
  && cp /build/server/stopcald /build/server/stopcal-infer /out/bin/ \
  && if [ -x /build/client/stopcal ]; then cp /build/client/stopcal /out/bin/; fi \
@@ -32,7 +36,7 @@ ENV DEBIAN_FRONTEND=noninteractive
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libopenblas0-openmp libjansson4 libcfitsio10t64 \
-      libmicrohttpd12t64 libcurl4t64 libgomp1 zlib1g libpng16-16t64 ca-certificates \
+      libmicrohttpd12t64 libcurl4t64 libgomp1 zlib1g libpng16-16t64 libgrpc29t64 libprotobuf-c1 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin stopcal
