@@ -21,6 +21,7 @@ COPY . .
 # The client CLI `stopcal` is copied too once client/ builds one.
 # The gRPC service (--grpc-port) is optional in CMake; the image always has it, so a missing package
 # fails the build here (stopcald not linked against gRPC) rather than shipping an image without it.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS}" \
  && cmake --build /build -j "$(nproc)" --target stopcald stopcal-infer \
  && (cmake --build /build -j "$(nproc)" --target stopcal 2>/dev/null || true) \

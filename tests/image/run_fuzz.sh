@@ -30,7 +30,7 @@ img="$root/models/image"
     -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -fopenmp-simd -DSTOPCAL_OPENMP_SIMD -Wall -Wextra -Werror \
     -I"$img" -I"$root/models" \
-    "$root/tests/image/fuzz_image.c" "$img"/*.c \
+    "$root/tests/image/fuzz_image.c" "$img"/*.c "$root/models/error_message.c" \
     $(pkg-config --cflags --libs cfitsio zlib) -lm -lpthread \
     -o "$work/fuzz_image"
 
