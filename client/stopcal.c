@@ -480,6 +480,7 @@ static int parse_v1(const struct buf *b, struct stopcal_response *resp, char *er
         x->has_rms = json_is_number(json_object_get(o, "rms"));
         x->rms = num(json_object_get(o, "rms"), 0);
         x->nonfinite_pixels = (long)num(json_object_get(o, "nonfinite_pixels"), 0);
+        copy_str(x->precision, sizeof x->precision, json_object_get(o, "precision"));
     }
     json_decref(doc);
     return STOPCAL_OK;

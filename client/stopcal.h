@@ -72,6 +72,7 @@ struct stopcal_image_result {
     int has_rms;             /* 0 when the server did not report rms */
     double rms;
     long nonfinite_pixels;
+    char precision[8];       /* what the server computed in ("fp32", "bf16"); "" when it did not say */
 };
 
 struct stopcal_response {

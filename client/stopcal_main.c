@@ -55,11 +55,12 @@ static int print_json(const struct stopcal_response *r)
     for (int i = 0; i < r->n_results; i++) {
         const struct stopcal_image_result *x = &r->results[i];
         json_array_append_new(results,
-                              json_pack("{s:s, s:f, s:f, s:s, s:f, s:f, s:o, s:I}", "name", x->name, "continue_score",
+                              json_pack("{s:s, s:f, s:f, s:s, s:f, s:f, s:o, s:I, s:o}", "name", x->name, "continue_score",
                                         x->continue_score, "stop_probability", x->stop_probability, "decision",
                                         x->stop ? "stop" : "continue", "threshold", x->threshold, "logit", x->logit,
                                         "rms", x->has_rms ? json_real(x->rms) : json_null(), "nonfinite_pixels",
-                                        (json_int_t)x->nonfinite_pixels));
+                                        (json_int_t)x->nonfinite_pixels, "precision",
+                                        x->precision[0] ? json_string(x->precision) : json_null()));
     }
     if (json_array_size(results) != (size_t)r->n_results) { /* a name that is not UTF-8 */
         json_decref(results);

@@ -99,9 +99,21 @@ struct backend_ops {
     int (*rope)(struct backend *be, void *qkv, const void *table, int batch, int tokens, int heads, int prefix);
 };
 
+/* The arithmetic a backend computes the forward pass in, chosen once when it is created. FP32:
+ * fp32 everywhere (the reference's maths; parity is promised for it). BF16: the GEMMs (linear
+ * layers, patch embedding, head, Q·Kᵀ and P·V) read bf16 operands and accumulate in fp32; the
+ * residual stream, LayerNorm and softmax stay fp32. */
+enum backend_precision { BACKEND_FP32, BACKEND_BF16 };
+
+static inline const char *backend_precision_name(enum backend_precision p)
+{
+    return p == BACKEND_BF16 ? "bf16" : "fp32";
+}
+
 struct backend {
     const struct backend_ops *ops;
     void *ctx;
+    enum backend_precision precision; /* what this backend computes in (set by its constructor) */
     char error[256];
 };
 
@@ -112,19 +124,30 @@ struct backend_options {
     const char *cpu_gemm;      /* linear layers: auto|avx512|avx2|blas (NULL = auto) */
     const char *cpu_attention; /* attention: the same choices */
     int cuda_graphs;           /* 1: replay a CUDA graph per batch size; 0: issue every op */
+    /* fp32|bf16|auto as asked for (--precision, STOPCAL_PRECISION); NULL or "": not asked, so the
+     * model's default below, else the backend's own (CPU fp32, CUDA bf16). auto: bf16 where the
+     * backend can compute it (the CPU: AVX512_BF16 and no ISA knob narrowing the kernels below
+     * AVX-512) and the model allows it, else fp32. */
+    const char *precision;
+    /* The model file's runtime.precision (models/FORMAT.md, format_version 3), NULL: none. Used
+     * when precision is not asked for; a model saying "fp32" also keeps auto at fp32. */
+    const char *model_precision;
 };
 
-/* Defaults (threads 0, auto, graphs on) overridden by the environment, read here once:
- * STOPCAL_CPU_GEMM, STOPCAL_CPU_ATTENTION ("blas" runs the portable OpenBLAS forms, "avx2" the
- * AVX2 kernels on an AVX-512 CPU: for tests, benchmarks and bisecting a kernel), STOPCAL_CUDA_GRAPHS=0. */
+/* Defaults (threads 0, auto, graphs on, precision not asked) overridden by the environment, read
+ * here once: STOPCAL_CPU_GEMM, STOPCAL_CPU_ATTENTION ("blas" runs the portable OpenBLAS forms,
+ * "avx2" the AVX2 kernels on an AVX-512 CPU: for tests, benchmarks and bisecting a kernel),
+ * STOPCAL_CUDA_GRAPHS=0, STOPCAL_PRECISION (fp32|bf16|auto). */
 void backend_options_from_env(struct backend_options *o);
 
-/* The CPU backend (OpenBLAS + OpenMP, packed AVX-512/AVX2 kernels where the CPU has them). o may
- * be NULL (the defaults, without the environment). Returns 0, or -1 with a message in err (a knob
- * naming an instruction set this CPU lacks, out of memory). */
+/* The CPU backend (OpenBLAS + OpenMP, packed AVX-512/AVX2 kernels where the CPU has them; the bf16
+ * precision on CPUs with AVX512_BF16). o may be NULL (the defaults, without the environment).
+ * Returns 0, or -1 with a message in err (a knob naming an instruction set this CPU lacks, bf16
+ * asked for where it cannot run, out of memory). */
 int backend_cpu_create(struct backend *be, const struct backend_options *o, char *err, size_t errlen);
 
-/* What the CPU backend chose, for logs and /v1/models: e.g. "gemm avx512, attention avx512".
+/* What the CPU backend chose, for logs and /v1/models: e.g. "gemm avx512, attention avx512",
+ * "gemm bf16-avx512, attention bf16-avx512".
  * NULL for another backend. */
 const char *backend_cpu_kernels(const struct backend *be);
 

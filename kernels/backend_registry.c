@@ -39,6 +39,7 @@ void backend_options_from_env(struct backend_options *o)
     o->cpu_attention = getenv("STOPCAL_CPU_ATTENTION");
     const char *graphs = getenv("STOPCAL_CUDA_GRAPHS");
     o->cuda_graphs = !(graphs && strcmp(graphs, "0") == 0);
+    o->precision = getenv("STOPCAL_PRECISION");
 }
 
 /* "name" → index 0, "name:N" → N (indexed backends only); -1 when device is not of that form. */

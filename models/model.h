@@ -54,8 +54,9 @@ struct model_config {
     /* format_version 2, optional: SHA-256 (lowercase hex) of the data section recorded at write
      * time; "" when the file has none. */
     char tensor_data_sha256[65];
-    /* format_version 3, optional "runtime" object: {"precision": "fp32"|"bf16"|"auto"}. The bf16
-     * work decides what the engine does with it; the reader only checks and records it. */
+    /* format_version 3, optional "runtime" object: {"precision": "fp32"|"bf16"|"auto"}, the
+     * precision the model runs in when the command line does not say (backend.h's
+     * backend_options.model_precision resolves it). */
     enum model_precision precision;
 };
 
@@ -117,5 +118,7 @@ int model_config_parse(struct model_config *c, const char *json, char *err, size
 /* Names of the preprocessing profile / pos interpolation as written in the file. */
 const char *model_profile_name(enum model_profile p);
 const char *model_lora_name(enum model_lora l);
+/* "fp32", "bf16", "auto" as the file spells them; NULL for MODEL_PRECISION_UNSET. */
+const char *model_precision_name(enum model_precision p);
 
 #endif

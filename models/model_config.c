@@ -398,3 +398,8 @@ const char *model_lora_name(enum model_lora l)
 {
     return l == MODEL_LORA_MERGE ? "merge" : l == MODEL_LORA_DROP ? "drop" : "none";
 }
+
+const char *model_precision_name(enum model_precision p)
+{
+    return p == MODEL_PRECISION_FP32 ? "fp32" : p == MODEL_PRECISION_BF16 ? "bf16" : p == MODEL_PRECISION_AUTO ? "auto" : NULL;
+}

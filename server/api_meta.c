@@ -23,6 +23,8 @@ static json_t *model_json(struct server *s, int i)
                      c->num_heads, "registers", c->num_registers, "patch_size", c->patch_size, "ffn",
                      c->ffn == MODEL_FFN_SWIGLU ? "swiglu" : "mlp", "config", config ? config : json_null());
     json_object_set_new(doc, "aliases", aliases);
+    /* what this model's answers are computed in, resolved once when its backend was created */
+    json_object_set_new(doc, "precision", json_string(m->precision));
     return doc;
 }
 

@@ -37,6 +37,7 @@ struct batcher {
     struct batcher_options opt;
     struct metrics *metrics; /* the server's; NULL: none kept */
     char device[64];
+    char precision[8];
     struct batcher_slot slots[BATCHER_MAX_MODELS];
     int n_models;
     pthread_mutex_t lock;
@@ -79,6 +80,8 @@ int batcher_create(struct batcher **out, const struct batcher_options *o, char *
     e->opt = *o;
     snprintf(e->device, sizeof e->device, "%s", o->device ? o->device : "auto");
     e->opt.device = e->device;
+    snprintf(e->precision, sizeof e->precision, "%s", o->precision ? o->precision : "");
+    e->opt.precision = e->precision[0] ? e->precision : NULL;
     pthread_mutex_init(&e->lock, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
@@ -91,18 +94,22 @@ int batcher_create(struct batcher **out, const struct batcher_options *o, char *
 }
 
 /* auto: an accelerator when built in and a device answers, else the CPU with one log line. */
-static int create_backend(struct batcher *e, struct backend *be, const char **kind, char *err, size_t errlen)
+static int create_backend(struct batcher *e, struct backend *be, const struct model_config *cfg,
+                          struct batcher_model_info *info, char *err, size_t errlen)
 {
     char note[320];
     struct backend_options o;
     backend_options_from_env(&o);
     o.threads = e->opt.threads;
+    o.precision = e->opt.precision; /* the server's flag and its STOPCAL_PRECISION twin */
+    o.model_precision = model_precision_name(cfg->precision);
     if (backend_create_for_device(be, e->device, &o, note, sizeof note, err, errlen))
         return -1;
     static atomic_int said;
     if (note[0] && !atomic_exchange(&said, 1))
         log_msg("info", "%s", note);
-    *kind = be->ops->name;
+    info->backend = be->ops->name;
+    info->precision = backend_precision_name(be->precision);
     return 0;
 }
 
@@ -141,7 +148,7 @@ int batcher_load_model(struct batcher *e, const char *name, const char *path, ch
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    if (create_backend(e, &s->be, &s->info.backend, why, sizeof why)) {
+    if (create_backend(e, &s->be, &m.config, &s->info, why, sizeof why)) {
         snprintf(err, errlen, "%s", why);
         goto fail;
     }

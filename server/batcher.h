@@ -55,6 +55,7 @@ struct batcher_model_info {
     struct model_config config;
     char *config_json; /* the stopcal.config string as stored in the file */
     const char *backend; /* "cpu", "cuda" */
+    const char *precision; /* what its backend computes in: "fp32", "bf16" (backend.h) */
     char aliases[BATCHER_MAX_ALIASES][128]; /* other names requests may use (model_names.h) */
     int n_aliases;
 };
@@ -65,6 +66,7 @@ struct batcher_options {
     int max_queue; /* images queued, all models together */
     int threads;   /* compute threads for the CPU backend (≥ 1) */
     const char *device; /* auto | cpu | cuda:N */
+    const char *precision; /* fp32 | bf16 | auto, NULL or "": not asked (backend_options.precision) */
     int debug_delay_ms;
 };
 

@@ -45,6 +45,11 @@ static const struct opt_spec opts[] = {
      "(default -1: off)"},
     {"device", "STOPCAL_DEVICE", OPT_STR, STR(device), 0, 0, "auto|cpu|cuda:N",
      "compute device; auto tries CUDA when built in, else CPU (default auto)"},
+    {"precision", "STOPCAL_PRECISION", OPT_STR, STR(precision), 0, 0, "fp32|bf16|auto",
+     "what the forward pass computes in: fp32 (the CPU's default; parity with the fp32\n"
+     "reference), bf16 (CPUs with AVX512_BF16; refused elsewhere), auto (bf16 where it runs\n"
+     "and the model allows it, else fp32); default: the model file's runtime.precision, else\n"
+     "the device's own (CPU fp32, CUDA bf16, which cannot run fp32)"},
     {"threads", "STOPCAL_THREADS", OPT_INT, OFF(threads), 0, 0, 4096, "N",
      "compute (BLAS/OpenMP) threads; 0 = from the CPUs this process may use"},
     {"workers", "STOPCAL_WORKERS", OPT_INT, OFF(workers), 0, 0, 4096, "N",
@@ -304,5 +309,8 @@ int config_parse(struct server_config *c, int argc, char **argv, char *err, size
                     c->max_images, c->max_queue);
     if (strcmp(c->device, "auto") && strcmp(c->device, "cpu") && strncmp(c->device, "cuda", 4))
         return error_set(err, errlen, -1, "--device %s: expected auto, cpu or cuda:N", c->device);
+    if (c->precision[0] && strcmp(c->precision, "fp32") && strcmp(c->precision, "bf16") &&
+        strcmp(c->precision, "auto"))
+        return error_set(err, errlen, -1, "--precision %s: expected fp32, bf16 or auto", c->precision);
     return 0;
 }

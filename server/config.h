@@ -32,6 +32,7 @@ struct server_config {
     int grpc_port;            /* the OIP v2 gRPC service: −1 off, 0 an ephemeral port */
     int healthcheck;          /* --healthcheck: probe a running server on port, then exit */
     char device[64];          /* auto | cpu | cuda:N */
+    char precision[8];        /* fp32 | bf16 | auto; "": not asked (the model's, else the device's) */
     int threads;              /* compute (BLAS/OpenMP) threads; 0: derived from the CPU budget */
     int workers;              /* preprocessing workers; 0: derived from the CPU budget */
     int http_threads;         /* libmicrohttpd polling threads */

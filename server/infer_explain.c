@@ -74,7 +74,7 @@ int infer_explain_image(struct vit *v, const struct model *m, int image_size, co
         goto out;
     char name[256];
     snprintf(name, sizeof name, "%s", r->name);
-    result_from_logit(r, name, logit, threshold);
+    result_from_logit(r, name, logit, threshold, r->precision); /* the caller set which */
     if (explain_result_init(&er, cls, roll, H, c->num_registers, g)) {
         snprintf(err, errlen, "out of memory");
         goto out;

@@ -21,6 +21,7 @@
 struct options {
     const char *model_path;
     const char *device;
+    const char *precision; /* NULL: STOPCAL_PRECISION, else the model's default, else the device's */
     const char *profile; /* NULL: the model's */
     double threshold; /* < 0: the model's default */
     int json;
@@ -46,7 +47,8 @@ static void die(const char *fmt, ...)
 static void usage(FILE *to)
 {
     fputs("usage: stopcal-infer --model FILE [--profile P] [--threshold T] [--device auto|cpu|cuda:N]\n"
-          "                     [--threads N] [--max-batch N] [--json] IMAGE.fits...\n"
+          "                     [--precision fp32|bf16|auto] [--threads N] [--max-batch N] [--json]\n"
+          "                     IMAGE.fits...\n"
           "       stopcal-infer --model FILE [options] --pixels TENSOR.f32...\n"
           "Scores each image with the stop/continue classifier, without a server.\n"
           "  --pixels      inputs are already-preprocessed raw little-endian float32 tensors of\n"
@@ -54,6 +56,10 @@ static void usage(FILE *to)
           "  --profile     preprocessing profile: cortexchange-v2 or cortexchange-v3 (default:\n"
           "                the model's); FITS inputs only\n"
           "  --threshold   decision threshold on continue_score (default: the model's, 0.5)\n"
+          "  --precision   fp32 (the CPU's default: parity with the fp32 reference), bf16 (CPUs\n"
+          "                with AVX512_BF16; refused elsewhere) or auto (bf16 where it runs and the\n"
+          "                model allows it, else fp32); also STOPCAL_PRECISION; default: the model\n"
+          "                file's runtime.precision, else the device's (CPU fp32, CUDA bf16)\n"
           "  --json        one JSON object {\"model\", \"results\": [...]} instead of lines\n"
           "  --explain DIR also say where the model looked: each result gets an \"explain\" object\n"
           "                (the last block's CLS attention per patch) and, for FITS inputs, DIR gets\n"
@@ -81,7 +87,7 @@ static void parse_options(struct options *o, int argc, char **argv)
         {"max-batch", required_argument, 0, 'b'}, {"json", no_argument, 0, 'J'},
         {"pixels", no_argument, 0, 'p'},          {"profile", required_argument, 0, 'P'},
         {"explain", required_argument, 0, 'E'},   {"rollout", no_argument, 0, 'R'},
-        {"heads", required_argument, 0, 'H'},
+        {"heads", required_argument, 0, 'H'},     {"precision", required_argument, 0, 'x'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -92,6 +98,11 @@ static void parse_options(struct options *o, int argc, char **argv)
         case 'm': o->model_path = optarg; break;
         case 't': o->threshold = parse_number("--threshold", optarg, 0, 1); break;
         case 'd': o->device = optarg; break;
+        case 'x':
+            if (strcmp(optarg, "fp32") && strcmp(optarg, "bf16") && strcmp(optarg, "auto"))
+                die("--precision %s: expected fp32, bf16 or auto", optarg);
+            o->precision = optarg;
+            break;
         case 'j': o->threads = (int)parse_number("--threads", optarg, 1, 4096); break;
         case 'b': o->max_batch = (int)parse_number("--max-batch", optarg, 1, 4096); break;
         case 'J': o->json = 1; break;
@@ -182,12 +193,13 @@ static void print_line(const struct stopcal_result *r)
 
 /* --explain: one image, its result (with "explain") appended to results or printed. */
 static void explain_one(const struct options *o, struct vit *v, const struct model *m,
-                        const struct model_config *cfg, double threshold, const char *path, float *tensor,
-                        json_t *results)
+                        const struct model_config *cfg, double threshold, const char *precision,
+                        const char *path, float *tensor, json_t *results)
 {
     char err[512];
     struct stopcal_result r = {0};
     snprintf(r.name, sizeof r.name, "%s", path);
+    r.precision = precision;
     struct image img = {0};
     unsigned char *bytes = NULL;
     size_t len = 0;
@@ -241,6 +253,9 @@ int main(int argc, char **argv)
     struct backend_options bo;
     backend_options_from_env(&bo);
     bo.threads = o.threads;
+    if (o.precision)
+        bo.precision = o.precision; /* the flag wins over STOPCAL_PRECISION */
+    bo.model_precision = model_precision_name(m.config.precision);
     if (backend_create_for_device(&be, o.device, &bo, note, sizeof note, err, sizeof err))
         die("%s", err);
     if (note[0] && !o.json)
@@ -249,6 +264,7 @@ int main(int argc, char **argv)
     if (vit_create(&v, &m, &be, err, sizeof err))
         die("loading %s: %s", o.model_path, err);
 
+    const char *precision = backend_precision_name(be.precision);
     struct model_config cfg = m.config;
     if (o.profile)
         cfg.profile = strcmp(o.profile, "cortexchange-v3") == 0 ? MODEL_PROFILE_CORTEXCHANGE_V3
@@ -265,7 +281,7 @@ int main(int argc, char **argv)
 
     if (o.explain.dir) { /* one explain pass per image */
         for (int i = 0; i < o.n_inputs; i++)
-            explain_one(&o, v, &m, &cfg, threshold, o.inputs[i], pixels, results);
+            explain_one(&o, v, &m, &cfg, threshold, precision, o.inputs[i], pixels, results);
         o.n_inputs = 0; /* the batched loop below has nothing left to do */
     }
     for (int start = 0; start < o.n_inputs; start += batch_cap) {
@@ -297,7 +313,7 @@ int main(int argc, char **argv)
             die("inference failed: %s", err);
         for (int i = 0; i < n; i++) {
             struct stopcal_result r;
-            result_from_logit(&r, o.inputs[start + i], logits[i], threshold);
+            result_from_logit(&r, o.inputs[start + i], logits[i], threshold, precision);
             r.has_rms = batch_results[i].has_rms;
             r.rms = batch_results[i].rms;
             r.nonfinite_pixels = batch_results[i].nonfinite_pixels;
@@ -311,10 +327,11 @@ int main(int argc, char **argv)
         }
     }
     if (o.json) {
-        /* "backend" says which engine ran (cpu or cuda), so a test pinned to one can verify it. */
-        json_t *doc = json_pack("{s:o, s:s, s:s, s:o}", "model", result_model_identity(&m),
+        /* "backend" says which engine ran (cpu or cuda), so a test pinned to one can verify it;
+         * "precision" what it computed in (each result says so too). */
+        json_t *doc = json_pack("{s:o, s:s, s:s, s:s, s:o}", "model", result_model_identity(&m),
                                 "stopcal_version", STOPCAL_VERSION, "backend", be.ops->name,
-                                "results", results);
+                                "precision", precision, "results", results);
         if (!doc || json_dumpf(doc, stdout, JSON_COMPACT | JSON_REAL_PRECISION(9)) != 0)
             die("cannot write JSON output");
         fputc('\n', stdout);

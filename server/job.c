@@ -69,7 +69,7 @@ long long job_fits_decode_estimate(const struct server_config *cfg, size_t len)
 void job_fill_result(const struct job *j, int i, struct stopcal_result *r)
 {
     const struct job_image *im = &j->images[i];
-    result_from_logit(r, im->name, im->item.logit, j->threshold);
+    result_from_logit(r, im->name, im->item.logit, j->threshold, job_model(j)->precision);
     r->has_rms = im->has_rms;
     r->rms = im->rms;
     r->nonfinite_pixels = im->nonfinite;

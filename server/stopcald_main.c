@@ -126,6 +126,7 @@ int main(int argc, char **argv)
                                 .max_queue = cfg.max_queue,
                                 .threads = compute,
                                 .device = cfg.device,
+                                .precision = cfg.precision,
                                 .debug_delay_ms = cfg.debug_infer_delay_ms};
     if (batcher_create(&srv.batcher, &eo, err, sizeof err))
         die("%s", err);

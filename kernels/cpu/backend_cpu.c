@@ -3,10 +3,18 @@
  * then reused, so steady-state forward passes allocate nothing. The instruction sets are chosen
  * once, at creation, and kept here: on CPUs with AVX-512 or AVX2 the linear weights are packed at
  * upload for linear_packed.c (gemm "blas" keeps them raw for OpenBLAS instead), and attention runs
- * fused (attention_fused.c). */
+ * fused (attention_fused.c).
+ *
+ * The bf16 precision (CPUs with AVX512_BF16, chosen at creation): every matrix weight, the patch
+ * embedding's and the head's included, is rounded to bf16 and packed once at upload
+ * (linear_bf16.h); each GEMM rounds the fp32 activation rows it reads to bf16 into a scratch of its
+ * own and accumulates in fp32, writing fp32; attention runs its bf16 form (bf16 Q·Kᵀ and P·V, an
+ * fp32 softmax). LayerNorm, LayerScale + residual, SwiGLU and the softmax never see bf16. */
 #include "backend_cpu.h"
 
 #include "activations.h"
+#include "backend_precision.h"
+#include "linear_bf16.h"
 #include "attention.h"
 #include "attention_probs.h"
 #include "layernorm.h"
@@ -25,11 +33,14 @@
 struct cpu_ctx {
     enum cpu_isa gemm_isa;      /* CPU_ISA_NONE: OpenBLAS on raw weights */
     enum cpu_isa attention_isa; /* CPU_ISA_NONE: the BLAS form */
+    const struct cpu_bf16_kernels *bf16; /* NULL: fp32 precision */
     char kernels[64];           /* what the two are, for logs */
     size_t bytes_in_use;
     size_t alloc_count;
     float *scratch; /* shared by patch_embed and attention, never live at once */
     size_t scratch_floats;
+    uint32_t *rows16; /* bf16: a GEMM's input rows rounded to bf16 pairs */
+    size_t rows16_words;
 };
 
 /* Every buffer carries its size in front so release can keep bytes_in_use honest, and, for a
@@ -38,7 +49,8 @@ struct cpu_ctx {
 struct cpu_header {
     size_t bytes;
     int packed_n, packed_k; /* 0, 0: a plain row-major array */
-    unsigned char pad[48];
+    int bf16;               /* packed by linear_bf16_pack_weight (bf16 pairs), else fp32 panels */
+    unsigned char pad[44];
 };
 _Static_assert(sizeof(struct cpu_header) % LINEAR_PACKED_ALIGN == 0,
                "payloads must stay LINEAR_PACKED_ALIGN-byte aligned");
@@ -57,6 +69,7 @@ static void *cpu_alloc(struct backend *be, size_t n)
     }
     h->bytes = bytes;
     h->packed_n = h->packed_k = 0;
+    h->bf16 = 0;
     c->bytes_in_use += bytes;
     c->alloc_count++;
     return h + 1;
@@ -72,11 +85,32 @@ static void cpu_release(struct backend *be, void *buf)
     free(h);
 }
 
-/* Every weight stays fp32; linear weights whose N is a multiple of the panel width are packed. */
+/* bf16: matrices and the patch weight as bf16 pairs in 32-column panels, any (N, K). */
+static void *upload_bf16(struct backend *be, const float *host, size_t rows, size_t cols)
+{
+    if (rows < 1 || rows > INT_MAX || cols < 1 || cols > INT_MAX) {
+        backend_fail(be, BACKEND_EINVAL, "cpu: a %zu x %zu weight cannot be packed", rows, cols);
+        return NULL;
+    }
+    /* one 32-bit word per float slot: the allocator's size is in floats */
+    uint32_t *w = cpu_alloc(be, linear_bf16_packed_words((int)rows, (int)cols));
+    if (!w)
+        return NULL;
+    linear_bf16_pack_weight(w, host, (int)rows, (int)cols);
+    header_of(w)->packed_n = (int)rows;
+    header_of(w)->packed_k = (int)cols;
+    header_of(w)->bf16 = 1;
+    return w;
+}
+
+/* fp32: every weight stays fp32; linear weights whose N is a multiple of the panel width are
+ * packed. bf16: matrices and the patch weight are packed in bf16, vectors stay fp32. */
 static void *cpu_upload_weight(struct backend *be, const float *host, size_t rows, size_t cols,
                                enum weight_kind kind)
 {
     const struct cpu_ctx *c = be->ctx;
+    if (c->bf16 && (kind == WEIGHT_MATRIX || kind == WEIGHT_PATCH))
+        return upload_bf16(be, host, rows, cols);
     const int pack = kind == WEIGHT_MATRIX && rows % LINEAR_PANEL == 0 && rows <= INT_MAX &&
                      cols >= 1 && cols <= INT_MAX && c->gemm_isa != CPU_ISA_NONE;
     const size_t n = pack ? linear_packed_floats((int)rows, (int)cols) : rows * cols;
@@ -118,6 +152,50 @@ static float *scratch(struct backend *be, size_t floats)
     return c->scratch;
 }
 
+/* The bf16 copy of a GEMM's input: m rows of k values, lda apart, rounded once. */
+static const uint32_t *round_rows(struct backend *be, const float *in, int m, int k, int lda)
+{
+    struct cpu_ctx *c = be->ctx;
+    const size_t words = (size_t)m * (size_t)linear_bf16_pairs(k);
+    if (words > c->rows16_words) {
+        cpu_release(be, c->rows16);
+        c->rows16 = cpu_alloc(be, words);
+        c->rows16_words = c->rows16 ? words : 0;
+        if (!c->rows16)
+            return NULL;
+    }
+    c->bf16->round_rows(c->rows16, in, m, k, lda);
+    return c->rows16;
+}
+
+/* bf16 patch embedding: gather, round the patch rows, one bf16 GEMM per image straight into its
+ * token rows with the bias fused, then CLS, registers and positions in fp32. */
+static int patch_embed_bf16(struct backend *be, float *x, const float *pixels, const uint32_t *weight,
+                            const float *bias, const float *cls_token, const float *registers,
+                            const float *pos, int batch, int image_size, int patch_size, int dim,
+                            int num_registers)
+{
+    const struct cpu_ctx *c = be->ctx;
+    const int g = image_size / patch_size, n_patches = g * g, K = 3 * patch_size * patch_size;
+    const int T = 1 + num_registers + n_patches;
+    if (header_of(weight)->packed_n != dim || header_of(weight)->packed_k != K)
+        return backend_fail(be, BACKEND_EINVAL, "patch_embed: weight packed as (%d, %d), used as (%d, %d)",
+                         header_of(weight)->packed_n, header_of(weight)->packed_k, dim, K);
+    float *s = scratch(be, patch_embed_scratch_floats_cpu(batch, image_size, patch_size));
+    if (!s)
+        return BACKEND_ENOMEM;
+    patch_gather_cpu(s, pixels, batch, image_size, patch_size);
+    const uint32_t *rows = round_rows(be, s, batch * n_patches, K, K);
+    if (!rows)
+        return BACKEND_ENOMEM;
+    for (int b = 0; b < batch; b++)
+        c->bf16->linear(x + ((size_t)b * T + 1 + num_registers) * dim, dim,
+                        rows + (size_t)b * n_patches * linear_bf16_pairs(K), weight, bias, n_patches,
+                        dim, K, EPILOGUE_NONE);
+    patch_embed_tokens_cpu(x, NULL, cls_token, registers, pos, batch, g, dim, num_registers);
+    return 0;
+}
+
 static int cpu_patch_embed(struct backend *be, void *x, const void *pixels, const void *weight,
                            const void *bias, const void *cls_token, const void *registers,
                            const void *pos, int batch, int image_size, int patch_size, int dim,
@@ -126,6 +204,9 @@ static int cpu_patch_embed(struct backend *be, void *x, const void *pixels, cons
     if (image_size % patch_size)
         return backend_fail(be, BACKEND_EINVAL, "image size %d is not a multiple of the patch size %d",
                          image_size, patch_size);
+    if (header_of(weight)->bf16)
+        return patch_embed_bf16(be, x, pixels, weight, bias, cls_token, registers, pos, batch,
+                                image_size, patch_size, dim, num_registers);
     float *s = scratch(be, patch_embed_scratch_floats_cpu(batch, image_size, patch_size));
     if (!s)
         return BACKEND_ENOMEM;
@@ -138,6 +219,16 @@ static int cpu_linear(struct backend *be, void *out, const void *in, const void 
                       const void *bias, int m, int n, int k, enum linear_epilogue epilogue)
 {
     const struct cpu_header *w = header_of(weight);
+    if (w->bf16) {
+        if (w->packed_n != n || w->packed_k != k)
+            return backend_fail(be, BACKEND_EINVAL, "linear: weight packed as (%d, %d), used as (%d, %d)",
+                             w->packed_n, w->packed_k, n, k);
+        const uint32_t *rows = round_rows(be, in, m, k, k);
+        if (!rows)
+            return BACKEND_ENOMEM;
+        ((const struct cpu_ctx *)be->ctx)->bf16->linear(out, n, rows, weight, bias, m, n, k, epilogue);
+        return 0;
+    }
     if (!w->packed_n) {
         linear_forward_cpu(out, in, weight, bias, m, n, k, epilogue);
         return 0;
@@ -163,7 +254,16 @@ static int cpu_layernorm(struct backend *be, void *out, const void *in, const vo
 static int cpu_attention(struct backend *be, void *out, const void *qkv, int batch, int tokens,
                          int heads)
 {
-    const enum cpu_isa isa = ((const struct cpu_ctx *)be->ctx)->attention_isa;
+    const struct cpu_ctx *c = be->ctx;
+    if (c->bf16) {
+        const size_t n = c->bf16->attention_scratch_floats(tokens);
+        float *s = n ? scratch(be, n) : NULL;
+        if (n && !s)
+            return BACKEND_ENOMEM;
+        c->bf16->attention(out, qkv, batch, tokens, heads, s, n);
+        return 0;
+    }
+    const enum cpu_isa isa = c->attention_isa;
     size_t floats = attention_scratch_floats_cpu(isa, tokens);
     float *s = scratch(be, floats);
     if (!s)
@@ -222,6 +322,7 @@ static void cpu_destroy(struct backend *be)
 {
     struct cpu_ctx *c = be->ctx;
     cpu_release(be, c->scratch);
+    cpu_release(be, c->rows16);
     free(c);
     be->ctx = NULL;
 }
@@ -247,13 +348,54 @@ static const struct backend_ops cpu_ops = {
     .rope = cpu_rope,
 };
 
-int backend_cpu_create(struct backend *be, const struct backend_options *o, char *err, size_t errlen)
+static size_t bf16_attention_scratch(int tokens)
+{
+    return attention_scratch_floats_cpu(CPU_ISA_AVX512, tokens);
+}
+
+const struct cpu_bf16_kernels cpu_bf16_avx512 = {"bf16-avx512", linear_bf16_round_rows, linear_bf16_forward,
+                                                 bf16_attention_scratch, attention_bf16_forward};
+
+/* Why this backend cannot run the bf16 kernels here, or NULL when it can: a knob narrowing the
+ * kernels below AVX-512 (the AVX2 or portable path has no bf16 form), or a CPU without them. */
+static const char *no_bf16_reason(const struct backend_options *o, enum cpu_isa gemm, enum cpu_isa attention,
+                                  char *why, size_t len)
+{
+    const char *knob = NULL, *value = NULL;
+    if (gemm != CPU_ISA_AVX512 && o && o->cpu_gemm && *o->cpu_gemm && strcmp(o->cpu_gemm, "auto"))
+        knob = "STOPCAL_CPU_GEMM", value = o->cpu_gemm;
+    else if (attention != CPU_ISA_AVX512 && o && o->cpu_attention && *o->cpu_attention &&
+             strcmp(o->cpu_attention, "auto"))
+        knob = "STOPCAL_CPU_ATTENTION", value = o->cpu_attention;
+    if (knob) {
+        snprintf(why, len, "%s=%.16s forces the %s kernels, which have no bf16 form", knob, value,
+                 strcmp(value, "blas") == 0 ? "portable OpenBLAS" : "AVX2");
+        return why;
+    }
+    if (!linear_bf16_supported()) {
+        snprintf(why, len, "this CPU (or this build) has no AVX512_BF16");
+        return why;
+    }
+    return NULL;
+}
+
+/* kernels: the bf16 kernels to force (tests), or NULL to resolve the precision from o. */
+static int create(struct backend *be, const struct backend_options *o, const struct cpu_bf16_kernels *kernels,
+                  char *err, size_t errlen)
 {
     memset(be, 0, sizeof *be);
     enum cpu_isa gemm, attention;
     if (cpu_isa_choose(o ? o->cpu_gemm : NULL, "STOPCAL_CPU_GEMM", &gemm, err, errlen) ||
         cpu_isa_choose(o ? o->cpu_attention : NULL, "STOPCAL_CPU_ATTENTION", &attention, err, errlen))
         return -1;
+    enum backend_precision precision = BACKEND_BF16;
+    if (!kernels) {
+        char why[160];
+        const char *no_bf16 = no_bf16_reason(o, gemm, attention, why, sizeof why);
+        if (backend_precision_resolve(o, "cpu", 1, "", !no_bf16, no_bf16, &precision, err, errlen))
+            return -1;
+        kernels = precision == BACKEND_BF16 ? &cpu_bf16_avx512 : NULL;
+    }
     struct cpu_ctx *c = calloc(1, sizeof *c);
     if (!c) {
         snprintf(err, errlen, "cpu backend: out of memory");
@@ -261,13 +403,29 @@ int backend_cpu_create(struct backend *be, const struct backend_options *o, char
     }
     c->gemm_isa = linear_packed_has_tile(gemm) ? gemm : CPU_ISA_NONE;
     c->attention_isa = attention_fused_has_kernel(attention) ? attention : CPU_ISA_NONE;
-    snprintf(c->kernels, sizeof c->kernels, "gemm %s, attention %s", cpu_isa_name(c->gemm_isa),
-             cpu_isa_name(c->attention_isa));
+    c->bf16 = kernels;
+    if (kernels)
+        snprintf(c->kernels, sizeof c->kernels, "gemm %s, attention %s", kernels->name, kernels->name);
+    else
+        snprintf(c->kernels, sizeof c->kernels, "gemm %s, attention %s", cpu_isa_name(c->gemm_isa),
+                 cpu_isa_name(c->attention_isa));
     const int threads = o ? o->threads : 0;
     threads_set_compute_threads(threads > 0 ? threads : threads_available_cpus());
     be->ops = &cpu_ops;
     be->ctx = c;
+    be->precision = precision;
     return 0;
+}
+
+int backend_cpu_create(struct backend *be, const struct backend_options *o, char *err, size_t errlen)
+{
+    return create(be, o, NULL, err, errlen);
+}
+
+int backend_cpu_create_bf16_with(struct backend *be, const struct backend_options *o,
+                                 const struct cpu_bf16_kernels *kernels, char *err, size_t errlen)
+{
+    return create(be, o, kernels, err, errlen);
 }
 
 int backend_cpu_isas(const struct backend *be, enum cpu_isa *gemm, enum cpu_isa *attention)

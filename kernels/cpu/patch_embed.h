@@ -19,4 +19,10 @@ void patch_embed_forward_cpu(float *x, const float *pixels, const float *weight,
                              int batch, int image_size, int patch_size, int dim, int num_registers,
                              float *scratch);
 
+/* The rest of the token sequence once the patch rows of x hold patches·Wᵀ (+ bias already, when
+ * bias is NULL): CLS + pos₀, the registers, and + bias + pos on the patch rows; pos may be NULL (a
+ * family without a positional table). */
+void patch_embed_tokens_cpu(float *x, const float *bias, const float *cls_token, const float *registers,
+                            const float *pos, int batch, int grid, int dim, int num_registers);
+
 #endif

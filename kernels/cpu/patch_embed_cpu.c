@@ -28,6 +28,31 @@ void patch_gather_cpu(float *patches, const float *pixels, int batch, int image_
             }
 }
 
+void patch_embed_tokens_cpu(float *x, const float *bias, const float *cls_token, const float *registers,
+                            const float *pos, int batch, int grid, int dim, int num_registers)
+{
+    const int T = 1 + num_registers + grid * grid;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < batch; b++)
+        for (int t = 0; t < T; t++) {
+            float *row = x + ((long)b * T + t) * dim;
+            if (t == 0) {
+                for (int i = 0; i < dim; i++)
+                    row[i] = pos ? cls_token[i] + pos[i] : cls_token[i];
+            } else if (t <= num_registers) {
+                memcpy(row, registers + (long)(t - 1) * dim, (size_t)dim * sizeof(float));
+            } else { /* (row + bias) + pos, each term where there is one */
+                const float *p = pos ? pos + (long)(t - num_registers) * dim : NULL;
+                if (bias)
+                    for (int i = 0; i < dim; i++)
+                        row[i] = row[i] + bias[i];
+                if (p)
+                    for (int i = 0; i < dim; i++)
+                        row[i] = row[i] + p[i];
+            }
+        }
+}
+
 void patch_embed_forward_cpu(float *x, const float *pixels, const float *weight, const float *bias,
                              const float *cls_token, const float *registers, const float *pos,
                              int batch, int image_size, int patch_size, int dim, int num_registers,
@@ -43,22 +68,5 @@ void patch_embed_forward_cpu(float *x, const float *pixels, const float *weight,
                     scratch + (long)b * n_patches * K, K, weight, K, 0.0f,
                     tokens + (long)(1 + num_registers) * dim, dim);
     }
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < batch; b++)
-        for (int t = 0; t < T; t++) {
-            float *row = x + ((long)b * T + t) * dim;
-            if (t == 0) {
-                for (int i = 0; i < dim; i++)
-                    row[i] = pos ? cls_token[i] + pos[i] : cls_token[i];
-            } else if (t <= num_registers) {
-                memcpy(row, registers + (long)(t - 1) * dim, (size_t)dim * sizeof(float));
-            } else if (!pos) { /* DINOv3: positions come from RoPE in attention */
-                for (int i = 0; i < dim; i++)
-                    row[i] = row[i] + bias[i];
-            } else {
-                const float *p = pos + (long)(t - num_registers) * dim;
-                for (int i = 0; i < dim; i++)
-                    row[i] = row[i] + bias[i] + p[i];
-            }
-        }
+    patch_embed_tokens_cpu(x, bias, cls_token, registers, pos, batch, g, dim, num_registers);
 }

@@ -6,6 +6,7 @@
  * through pinned staging buffers; nothing is allocated after warm-up. Compiled for the GPU by nvcc
  * and, as C++, against the host emulation (backend_cuda_emu_create), where CI runs it. */
 #include "backend_cuda.h"
+#include "backend_precision.h"
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
 
@@ -629,6 +630,11 @@ const struct backend_ops cuda_backend_ops = {
 int create_on_device(struct backend *be, int device, const struct backend_options *o, char *err, size_t errlen)
 {
     memset(be, 0, sizeof *be);
+    /* The GEMMs are cuBLAS bf16 and attention runs on bf16 mma: there is no fp32 form to choose. */
+    enum backend_precision precision;
+    if (backend_precision_resolve(o, BACKEND_NAME, 0, "computes in bf16 only (run fp32 with --device cpu)",
+                                  1, "", &precision, err, errlen))
+        return -1;
     cuda_ctx *c = static_cast<cuda_ctx *>(calloc(1, sizeof *c));
     if (!c) {
         snprintf(err, errlen, "%s backend: out of memory", BACKEND_NAME);
@@ -638,6 +644,7 @@ int create_on_device(struct backend *be, int device, const struct backend_option
     c->graphs_enabled = o ? o->cuda_graphs != 0 : 1;
     be->ops = &cuda_backend_ops;
     be->ctx = c;
+    be->precision = precision;
     const char *step = "cudaSetDevice";
     cudaError_t e = cudaSetDevice(device);
     if (!e)

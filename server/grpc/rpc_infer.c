@@ -335,7 +335,7 @@ static void answer(struct rjob *j)
         float *v = vals + (size_t)k * j->n;
         for (int i = 0; i < j->n; i++) {
             struct stopcal_result r;
-            result_from_logit(&r, "", j->images[i].item.logit, j->threshold);
+            result_from_logit(&r, "", j->images[i].item.logit, j->threshold, NULL); /* scores only */
             v[i] = which == 0 ? (float)r.continue_score : j->images[i].item.logit;
         }
         raw[k].data = (uint8_t *)v; /* little-endian hosts only (x86-64, aarch64), as the engine */
@@ -414,7 +414,7 @@ static void on_item_done(struct batcher_item *it)
     case BATCHER_OK: {
         for (int i = 0; i < j->n; i++) {
             struct stopcal_result r;
-            result_from_logit(&r, "", j->images[i].item.logit, j->threshold);
+            result_from_logit(&r, "", j->images[i].item.logit, j->threshold, NULL); /* scores only */
             metrics_score(j->srv->metrics, j->model, r.continue_score);
         }
         double now = server_now();

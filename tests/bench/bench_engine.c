@@ -499,9 +499,9 @@ static int run_model(const struct options *o)
     const double median = iters % 2 ? sorted[iters / 2] : 0.5 * (sorted[iters / 2 - 1] + sorted[iters / 2]);
 
     printf("{\"mode\":\"model\",\"model\":\"%s\",\"embed_dim\":%d,\"depth\":%d,\"registers\":%d,"
-           "\"image_size\":%d,\"tokens\":%d,\"batch\":%d,\"threads\":%d,",
+           "\"image_size\":%d,\"tokens\":%d,\"batch\":%d,\"threads\":%d,\"precision\":\"%s\",\"kernels\":\"%s\",",
            o->model_path, m.config.embed_dim, m.config.depth, m.config.num_registers, S,
-           vit_tokens(v, S), B, o->threads);
+           vit_tokens(v, S), B, o->threads, backend_precision_name(be.precision), backend_cpu_kernels(&be));
     print_openblas();
     printf("\"load_s\":%.3f,\"warmup\":%d,\"iters\":%d,\"times_s\":[", t_load, o->warmup, iters);
     for (int i = 0; i < iters; i++)

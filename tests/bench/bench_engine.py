@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""CPU engine benchmark: stopcal vs PyTorch eager vs ONNX Runtime on the same weights and threads.
+"""CPU engine benchmark: stopcal (fp32 and bf16) vs PyTorch eager (fp32 and bf16 autocast), ONNX
+Runtime and OpenVINO (fp32 and bf16) on the same weights, pixels and threads.
 
 Run everything (creates .venv-bench with onnxruntime + onnx if needed, builds Release in
 build-bench, then runs this driver; about 15–20 minutes on 2 quiet cores):
@@ -15,6 +16,15 @@ prints images/s for
   - torch: tests/reference/dinov2_torch.py (the parity reference, eager, torch.set_num_threads(N));
   - ORT:   onnxruntime (CPUExecutionProvider, intra_op_num_threads=N, inter_op 1, ORT_ENABLE_ALL)
            on an ONNX export of that same torch module;
+  - OV:    OpenVINO (PyPI `openvino`, CPU plugin, INFERENCE_NUM_THREADS=N, one stream, LATENCY) on
+           the same ONNX file, compiled with INFERENCE_PRECISION_HINT f32 ("ov") and bf16
+           ("ov-bf16"); the compiled model's INFERENCE_PRECISION_HINT is read back and printed, and
+           a bf16 row whose compiled model did not keep bf16 (a CPU without AVX512_BF16/AMX: the
+           plugin falls back to f32) is reported as such, not timed as bf16;
+  - torch-bf16: the same torch module under torch.autocast("cpu", torch.bfloat16), the
+           pipeline's own setting;
+  - ours-bf16: bench_engine with STOPCAL_PRECISION=bf16 (the AVX512_BF16 kernels); on a CPU
+           without them the engine refuses, and the row says so with the engine's message;
 the ratios ours/ORT and ours/torch, the machine's own sgemm rate (OpenBLAS, square 4096³ GEMM,
 measured by bench_engine --sgemm before and after the runs) and the share of it our whole forward
 pass reaches, from FLOPs counted from the architecture:
@@ -123,17 +133,76 @@ def load_pixels(path, batch, size):
 
 # ---------------------------------------------------------------- workers (one process each)
 
-def worker_torch(args):
+def worker_torch(args, autocast=False):
     import torch
     sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
     import dinov2_torch
     torch.set_num_threads(args.threads)
     ref = dinov2_torch.Dinov2Classifier.from_file(args.model)
     x = torch.from_numpy(load_pixels(args.pixels, args.batch, ref.input_size))
-    times, waits, out = timed_passes(lambda: ref.logits(x), args.warmup, args.min_iters,
-                                     args.max_iters, args.min_time)
+
+    def run():
+        if not autocast:
+            return ref.logits(x)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return ref.logits(x).float()
+
+    times, waits, out = timed_passes(run, args.warmup, args.min_iters, args.max_iters, args.min_time)
     return {"times_s": times, "run_delay_s": waits, "logits": [float(v) for v in out], "peak_rss_mib": peak_rss_mib(),
-            "threads": torch.get_num_threads(), "version": torch.__version__}
+            "threads": torch.get_num_threads(), "version": torch.__version__,
+            "precision": "bf16 autocast" if autocast else "fp32"}
+
+
+def worker_torch_bf16(args):
+    return worker_torch(args, autocast=True)
+
+
+def openvino_compile(onnx, threads, precision):
+    """(compiled model, what the compiled model says its INFERENCE_PRECISION_HINT is, the CPU
+    plugin's OPTIMIZATION_CAPABILITIES, version), or raises ImportError when openvino is missing."""
+    import openvino as ov
+    core = ov.Core()
+    caps = [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+    compiled = core.compile_model(core.read_model(onnx), "CPU", {
+        "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads,
+        "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"})
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: "f32", "bf16", "f16"
+    hint = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+    return compiled, hint, caps, ov.__version__
+
+
+def is_bf16(hint):
+    return hint.lower() in ("bf16", "bfloat16") or "bfloat16" in hint.lower()
+
+
+def worker_ov(args, precision="f32"):
+    try:
+        compiled, hint, caps, version = openvino_compile(args.onnx, args.threads, precision)
+    except ImportError:
+        return {"unavailable": "openvino is not installed in this Python (pip install openvino)"}
+    res = {"inference_precision_hint": hint, "cpu_capabilities": caps, "version": version}
+    log(f"  OpenVINO {version}: asked INFERENCE_PRECISION_HINT={precision}, the compiled model says "
+        f"{hint}; CPU capabilities {', '.join(caps)}")
+    if precision == "bf16" and not is_bf16(hint):
+        res["unavailable"] = (f"OpenVINO compiled the model at INFERENCE_PRECISION_HINT={hint}: this "
+                              f"CPU cannot run bf16 (capabilities: {', '.join(caps)}; bf16 needs "
+                              "AVX512_BF16 or AMX)")
+        return res
+    x = load_pixels(args.pixels, args.batch, compiled.inputs[0].get_partial_shape()[-1].get_length())
+    req = compiled.create_infer_request()
+    out_port = compiled.outputs[0]
+
+    def run():
+        return req.infer({0: x})[out_port]
+
+    times, waits, out = timed_passes(run, args.warmup, args.min_iters, args.max_iters, args.min_time)
+    res.update({"times_s": times, "run_delay_s": waits, "logits": [float(v) for v in out.reshape(-1)],
+                "peak_rss_mib": peak_rss_mib(), "precision": hint})
+    return res
+
+
+def worker_ov_bf16(args):
+    return worker_ov(args, "bf16")
 
 
 def worker_export(args):
@@ -183,7 +252,9 @@ def worker_ort(args):
             "peak_rss_mib": peak_rss_mib(), "version": ort.__version__}
 
 
-WORKERS = {"torch": worker_torch, "export": worker_export, "ort": worker_ort}
+WORKERS = {"torch": worker_torch, "export": worker_export, "ort": worker_ort, "ov": worker_ov,
+           "ov-bf16": worker_ov_bf16, "torch-bf16": worker_torch_bf16}
+PEERS = ("torch", "ort", "ov", "ov-bf16", "torch-bf16")
 
 
 def run_worker(kind, timeout, **kw):
@@ -224,13 +295,20 @@ def wait_quiet():
         time.sleep(4.0)
 
 
-def run_json(cmd, timeout):
+class Refused(RuntimeError):
+    """The engine declined the configuration (e.g. bf16 on a CPU without it); str() is its message."""
+
+
+def run_json(cmd, timeout, env=None, refusal=None):
     """Run a measuring process; its JSON result gains wall_s, and other_load: the share of the
-    machine's CPUs that other processes used while it ran (its own CPU time subtracted)."""
+    machine's CPUs that other processes used while it ran (its own CPU time subtracted). A failure
+    whose stderr holds `refusal` raises Refused with the process's last stderr line."""
     before = wait_quiet()
     t0, b0, c0 = time.perf_counter(), system_busy_s(), children_cpu_s()
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       timeout=timeout)
+                       timeout=timeout, env=env)
+    if p.returncode != 0 and refusal and refusal in p.stderr:
+        raise Refused(p.stderr.strip().splitlines()[-1])
     wall = time.perf_counter() - t0
     other = ((system_busy_s() - b0) - (children_cpu_s() - c0)) / (wall * os.cpu_count())
     if p.returncode != 0:
@@ -253,7 +331,7 @@ def iteration_plan(case, peer, batch, quick):
     slow = CASES[case][2] >= 500
     if quick:
         return (1, 1, 1, 0.0) if slow else (1, 2, 5, 0.5)
-    if peer == "torch" and slow:
+    if peer in ("torch", "torch-bf16") and slow:
         # tens of seconds per image: keep the whole run near 15 minutes
         # (batch 8: no warm-up; one pass is minutes and the one-time costs are a fraction of it)
         return (1, 2, 2, 0.0) if batch == 1 else (0, 1, 1, 0.0)
@@ -316,7 +394,10 @@ def main(argv=None):
     p.add_argument("--cases", default=",".join(CASES),
                    help="comma list of " + ", ".join(CASES) + " (default all)")
     p.add_argument("--batches", default="1,8", help="comma list (default 1,8)")
-    p.add_argument("--peers", default="torch,ort", help="which peers to run (default torch,ort)")
+    p.add_argument("--peers", default=",".join(PEERS),
+                   help="which peers to run, of " + ", ".join(PEERS) + " (default all)")
+    p.add_argument("--ours", default="fp32,bf16",
+                   help="our precisions to run: fp32, bf16 (STOPCAL_PRECISION=bf16) (default both)")
     p.add_argument("--exe", default=DEFAULT_EXE, help="bench_engine binary (default build-bench)")
     p.add_argument("--markdown", help="also write the table as markdown to this file")
     p.add_argument("--json", help="write every raw measurement as JSON to this file")
@@ -345,6 +426,12 @@ def main(argv=None):
             p.error(f"unknown case {c}")
     batches = [int(b) for b in args.batches.split(",")]
     peers = [x for x in args.peers.split(",") if x]
+    for x in peers:
+        if x not in PEERS:
+            p.error(f"unknown peer {x}")
+    ours_precisions = [x for x in args.ours.split(",") if x]
+    if not set(ours_precisions) <= {"fp32", "bf16"}:
+        p.error("--ours takes fp32 and/or bf16")
     if not os.access(args.exe, os.X_OK):
         p.error(f"{args.exe} is not built: run bash tests/bench/run_engine_bench.sh")
 
@@ -371,7 +458,7 @@ def main(argv=None):
             r = raw["cases"][case] = {"flops_per_image": flops_per_image(variant, regs, size),
                                       "batches": {}}
             onnx_path = os.path.join(work, case + ".onnx")
-            if "ort" in peers and not os.path.exists(onnx_path):
+            if {"ort", "ov", "ov-bf16"} & set(peers) and not os.path.exists(onnx_path):
                 r["export"] = run_worker("export", 900, model=model, onnx=onnx_path)
                 log(f"{case}: ONNX export {r['export']['export_s']:.0f} s")
             for b in batches:
@@ -381,26 +468,46 @@ def main(argv=None):
                 rounds = min(args.rounds, 2) if size >= 500 else args.rounds
                 for rnd in range(rounds):
                     w, lo, hi, mt = iteration_plan(case, "ours", b, args.quick)
-                    breakdown = rnd == 0 and b == 1 and case in args.breakdown.split(",")
-                    res = run_json([args.exe, "--model", model, "--pixels", pixels, "--batch",
-                                    str(b), "--threads", str(args.threads), "--warmup", str(w),
-                                    "--min-iters", str(lo), "--max-iters", str(hi),
-                                    "--min-time", str(mt), "--breakdown", str(int(breakdown))], 900)
-                    if abs(res["flops_per_image"] / r["flops_per_image"] - 1) > 1e-6:
-                        raise RuntimeError(f"FLOP counts disagree: C {res['flops_per_image']}, "
-                                           f"python {r['flops_per_image']}")
-                    merge(rb, "ours", res, [w, lo, hi, mt])
-                    log_result(case, b, "ours", res)
+                    for prec in ours_precisions:
+                        engine = "ours" if prec == "fp32" else "ours-bf16"
+                        if engine in rb and "unavailable" in rb[engine]:
+                            continue
+                        breakdown = rnd == 0 and b == 1 and case in args.breakdown.split(",") \
+                            and prec == "fp32"
+                        env = dict(os.environ, STOPCAL_PRECISION=prec)
+                        try:
+                            res = run_json([args.exe, "--model", model, "--pixels", pixels, "--batch",
+                                            str(b), "--threads", str(args.threads), "--warmup", str(w),
+                                            "--min-iters", str(lo), "--max-iters", str(hi),
+                                            "--min-time", str(mt), "--breakdown", str(int(breakdown))],
+                                           900, env=env, refusal="--precision")
+                        except Refused as e:
+                            rb[engine] = {"unavailable": f"stopcal refused: {e}"}
+                            log(f"{case} batch {b} {engine}: {rb[engine]['unavailable']}")
+                            continue
+                        if abs(res["flops_per_image"] / r["flops_per_image"] - 1) > 1e-6:
+                            raise RuntimeError(f"FLOP counts disagree: C {res['flops_per_image']}, "
+                                               f"python {r['flops_per_image']}")
+                        if res.get("precision", "fp32") != prec:
+                            raise RuntimeError(f"bench_engine ran {res.get('precision')}, not {prec}")
+                        merge(rb, engine, res, [w, lo, hi, mt])
+                        log_result(case, b, engine, res)
                     for peer in peers:
-                        if peer == "torch" and rnd > 0 and CASES[case][2] >= 500:
+                        if peer in ("torch", "torch-bf16") and rnd > 0 and CASES[case][2] >= 500:
                             continue  # minutes per round, and far behind anyway
+                        if peer in rb and "unavailable" in rb[peer]:
+                            continue
                         w, lo, hi, mt = iteration_plan(case, peer, b, args.quick)
                         kw = dict(pixels=pixels, batch=b, threads=args.threads, warmup=w,
                                   min_iters=lo, max_iters=hi, min_time=mt)
-                        if peer == "torch":
-                            res = run_worker("torch", 1800, model=model, **kw)
+                        if peer.startswith("torch"):
+                            res = run_worker(peer, 3600, model=model, **kw)
                         else:
-                            res = run_worker("ort", 900, onnx=onnx_path, **kw)
+                            res = run_worker(peer, 900, onnx=onnx_path, **kw)
+                        if "unavailable" in res:
+                            rb[peer] = res
+                            log(f"{case} batch {b} {peer}: {res['unavailable']}")
+                            continue
                         merge(rb, peer, res, [w, lo, hi, mt])
                         log_result(case, b, peer, res)
             if not args.workdir:
@@ -492,86 +599,123 @@ def render_breakdown(raw, cases):
     return out
 
 
+ENGINE_LABELS = {"ours": "ours fp32", "ours-bf16": "ours bf16", "torch": "torch fp32",
+                 "torch-bf16": "torch bf16 autocast", "ort": "ORT fp32", "ov": "OpenVINO fp32",
+                 "ov-bf16": "OpenVINO bf16"}
+
+
+def rate(rb, engine, b):
+    res = rb.get(engine)
+    return summarise(res["times_s"], b)["img_s"] if res and "times_s" in res else None
+
+
 def render(raw, cases, batches, peers):
     th = raw["threads"]
     sg = [x["gflops"] for x in raw["sgemm"]]
     peak = max(sg)
     o = raw["sgemm"][0]
-    versions = {}
+    engines = [e for e in ("ours", "ours-bf16") if any(
+        e in raw["cases"][c]["batches"][b] for c in cases for b in batches)] + list(peers)
+    versions, hints = {}, {}
     for case in cases:
         for b in batches:
             for peer in peers:
                 res = raw["cases"][case]["batches"][b].get(peer)
-                if res:
+                if res and res.get("version"):
                     versions[peer] = res.get("version")
+                if res and res.get("inference_precision_hint"):
+                    hints.setdefault(peer, set()).add(res["inference_precision_hint"])
     lines = [
-        "### stopcal CPU engine vs PyTorch eager vs ONNX Runtime",
+        "### stopcal CPU engine vs PyTorch eager, ONNX Runtime and OpenVINO (fp32 and bf16)",
         "",
         f"Machine: {cpu_model()}, {os.cpu_count()} CPUs, "
         f"{raw['threads']} threads for every engine. OpenBLAS: {o['openblas_config']} "
         f"(core {o['openblas_core']}); OPENBLAS_CORETYPE "
         + (f"= {raw['openblas_coretype']} (inherited)" if raw["openblas_coretype"] else "not set")
-        + f". torch {versions.get('torch', '—')}, onnxruntime {versions.get('ort', '—')}.",
+        + f". torch {versions.get('torch', versions.get('torch-bf16', '—'))}, onnxruntime "
+        f"{versions.get('ort', '—')}, openvino {versions.get('ov', versions.get('ov-bf16', '—'))}"
+        + "".join(f"; {ENGINE_LABELS[k]}: the compiled model's INFERENCE_PRECISION_HINT = "
+                  f"{', '.join(sorted(v))}" for k, v in sorted(hints.items())) + ".",
         f"sgemm 4096³ (OpenBLAS, {raw['threads']} threads), measured before the first case and "
         f"after each: {', '.join(f'{x:.0f}' for x in sg)} GFLOP/s; the % column uses the best, "
         f"{peak:.1f} GFLOP/s. "
         f"Load average {raw['load_avg_start'][0]:.2f} at start, {raw['load_avg_end'][0]:.2f} at end; "
         f"whole run {raw['wall_s'] / 60:.1f} min.",
         "",
-        "| model | tokens | GFLOP/img | batch | ours img/s | torch img/s | ORT img/s | ours/ORT | "
-        "ours/torch | ours GFLOP/s | % of sgemm | ours peak RSS MiB | passes ours/torch/ORT | "
-        "CPU wait % of best pass (others' CPU %) ours / torch / ORT |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | tokens | GFLOP/img | batch | " + " | ".join(f"{ENGINE_LABELS[e]} img/s" for e in engines)
+        + " | ours/ORT | ours/torch | ours bf16 / OpenVINO bf16 | ours bf16 / ours fp32 | ours GFLOP/s "
+        "(% of sgemm) | ours peak RSS MiB | passes " + " / ".join(engines) + " | CPU wait % of best "
+        "pass (others' CPU %) " + " / ".join(engines) + " |",
+        "|---|---|---|---|" + "---|" * (len(engines) + 8),
     ]
-    notes = []
+    notes, unavailable = [], {}
     for case in cases:
         variant, regs, size = CASES[case]
         r = raw["cases"][case]
         name = f"ViT-{variant.upper()}/14{'-reg4' if regs else ''} @{size}"
         for b in batches:
             rb = r["batches"][b]
-            ours = summarise(rb["ours"]["times_s"], b)
-            t = rb.get("torch")
-            x = rb.get("ort")
-            ratio = lambda peer: (f"{ours['img_s'] / summarise(peer['times_s'], b)['img_s']:.2f}×"
-                                  if peer else "—")
-            gf = ours["img_s"] * r["flops_per_image"] * 1e-9
+            cells = []
+            for e in engines:
+                res = rb.get(e)
+                if res and "unavailable" in res:
+                    mark = unavailable.setdefault(res["unavailable"], len(unavailable) + 1)
+                    cells.append(f"n/a ({mark})")
+                else:
+                    cells.append(fmt_rate(res, b) if res else "—")
+
+            def ratio(a, c):
+                x, y = rate(rb, a, b), rate(rb, c, b)
+                return f"{x / y:.2f}×" if x and y else "—"
+
+            ours = rb.get("ours") if rb.get("ours") and "times_s" in rb["ours"] else None
+            gf = (f"{rate(rb, 'ours', b) * r['flops_per_image'] * 1e-9:.0f} "
+                  f"({100 * rate(rb, 'ours', b) * r['flops_per_image'] * 1e-9 / peak:.0f}%)") if ours else "—"
+            tokens = next((rb[e]["tokens"] for e in ("ours", "ours-bf16") if rb.get(e) and "tokens" in rb[e]), "—")
+            timed = lambda e: rb.get(e) and "times_s" in rb[e]
             lines.append(
-                f"| {name} | {rb['ours']['tokens']} | {r['flops_per_image'] * 1e-9:.1f} | {b} | "
-                f"{fmt_rate(rb['ours'], b)} | {fmt_rate(t, b)} | {fmt_rate(x, b)} | {ratio(x)} | "
-                f"{ratio(t)} | {gf:.0f} | {100 * gf / peak:.0f}% | "
-                f"{rb['ours']['peak_rss_kib'] / 1024:.0f} | "
-                f"{plan_str(rb['ours'])} / {plan_str(t)} / {plan_str(x)} | "
-                f"{load_str(rb['ours'], th)} / {load_str(t, th)} / {load_str(x, th)} |")
-            ref = t["logits"] if t else None
+                f"| {name} | {tokens} | {r['flops_per_image'] * 1e-9:.1f} | {b} | " + " | ".join(cells)
+                + f" | {ratio('ours', 'ort')} | {ratio('ours', 'torch')} | {ratio('ours-bf16', 'ov-bf16')} | "
+                f"{ratio('ours-bf16', 'ours')} | {gf} | "
+                + (f"{ours['peak_rss_kib'] / 1024:.0f}" if ours else "—") + " | "
+                + " / ".join(plan_str(rb[e]) if timed(e) else "—" for e in engines) + " | "
+                + " / ".join(load_str(rb[e], th) if timed(e) else "—" for e in engines) + " |")
+            t = rb.get("torch")
+            ref = t["logits"] if t and "logits" in t else None
             if ref:
                 d = {k: max(abs(a - c) for a, c in zip(rb[k]["logits"], ref))
-                     for k in ("ours", "ort") if rb.get(k)}
-                notes.append(f"{name} b{b}: max |logit − torch| " +
-                             ", ".join(f"{k} {v:.1e}" for k, v in d.items()))
+                     for k in engines if k != "torch" and rb.get(k) and "logits" in rb[k]}
+                notes.append(f"{name} b{b}: max |logit − torch fp32| " +
+                             ", ".join(f"{ENGINE_LABELS[k]} {v:.1e}" for k, v in d.items()))
     lines += [
         "",
         "img/s: best pass (median pass in parentheses; one figure where one pass was timed). "
+        "n/a (k): the engine cannot run that configuration on this machine, for reason k below. "
         "Passes: R×W+N = R rounds (separate processes, engines alternating) of W warm-up "
-        "passes each, N timed passes in all. ours/ORT and ours/torch compare best passes. "
+        "passes each, N timed passes in all. Ratios compare best passes. "
         "GFLOP/img is counted from the architecture (per block 2·T·D·(4D + 2F) + 4·T²·D, plus patch "
-        "embedding and head); % of sgemm = ours GFLOP/s / the machine's sgemm GFLOP/s. "
+        "embedding and head); % of sgemm = ours fp32 GFLOP/s / the machine's sgemm GFLOP/s. "
         "CPU wait %: how long the best pass's threads sat runnable without a CPU (schedstat "
         "run delay, summed over threads, / (pass time × threads)) — other processes on our "
         "cores; in parentheses, the share of the machine's CPUs other processes used during the "
         "whole measurement (/proc/stat minus our own CPU time, model loading included). The "
         "driver waits for a quiet machine before each measurement; a row whose wait % is above "
         "a few % is depressed by other jobs, not by its engine.",
-        "ORT runs a torch.onnx export (opset 17, dynamic batch axis) of "
+    ] + [f"({k}) {why}" for why, k in unavailable.items()] + [
+        "ORT and OpenVINO run a torch.onnx export (opset 17, dynamic batch axis) of "
         "tests/reference/dinov2_torch.py with the positional table pre-resized to the input grid "
         "(a constant in the graph) and LayerNorm's normalized_shape given as an int (same maths; "
         "torch 1.13 cannot export the traced one), so register models (whose antialiased bicubic "
-        "torch.onnx cannot export) are timed too; CPUExecutionProvider, intra-op threads "
-        f"{raw['threads']}, inter-op 1, sequential, ORT_ENABLE_ALL.",
+        "torch.onnx cannot export) are timed too; ORT: CPUExecutionProvider, intra-op threads "
+        f"{raw['threads']}, inter-op 1, sequential, ORT_ENABLE_ALL; OpenVINO: CPU plugin, "
+        f"INFERENCE_NUM_THREADS {raw['threads']}, one stream, PERFORMANCE_HINT LATENCY, "
+        "INFERENCE_PRECISION_HINT f32 or bf16 (read back from the compiled model). torch bf16: "
+        "torch.autocast('cpu', dtype=torch.bfloat16) around the same module. ours bf16: "
+        "STOPCAL_PRECISION=bf16.",
         "Peak RSS (getrusage) of the peers' processes, MiB: " + "; ".join(
             f"{CASES[c][0].upper()}{'-reg' if CASES[c][1] else ''}@{CASES[c][2]} b{b} " + ", ".join(
-                f"{peer} {raw['cases'][c]['batches'][b][peer]['peak_rss_mib']:.0f}"
-                for peer in peers if raw["cases"][c]["batches"][b].get(peer))
+                f"{ENGINE_LABELS[peer]} {raw['cases'][c]['batches'][b][peer]['peak_rss_mib']:.0f}"
+                for peer in peers if "peak_rss_mib" in raw["cases"][c]["batches"][b].get(peer, {}))
             for c in cases for b in batches) + ".",
     ] + (["Same pixels through every engine: " + "; ".join(notes) + "."] if notes else []) \
         + render_breakdown(raw, cases)

@@ -58,7 +58,7 @@ def server_side(srv, paths, extra=(), model=None):
 
 
 RESULT_KEYS = {"name", "continue_score", "stop_probability", "decision", "threshold", "logit", "rms",
-               "nonfinite_pixels"}
+               "nonfinite_pixels", "precision"}
 
 
 # ---- the CLI against the real server ---------------------------------------------------------------
@@ -83,6 +83,7 @@ def cli_tests():
         check([r["name"] for r in doc["results"]] == ["cl0.fits", "cl1.fits", "cl2.fits"], doc)
         for r in doc["results"]:
             check(set(r) == RESULT_KEYS, r)
+            check(r["precision"] == "fp32", "the server's precision passes through: %r" % r)
             w = want[r["name"]]
             check(abs(r["continue_score"] - w["continue_score"]) <= TOL and r["decision"] == w["decision"], (r, w))
             check(abs(r["rms"] - w["rms"]) <= 1e-9 and r["threshold"] == 0.5, (r, w))

@@ -1,9 +1,14 @@
 /* Engine-level properties no single-op test can show: a batch gives each image the logit it gets
  * alone, steady-state passes allocate nothing, a bigger batch re-reserves once, and bad shapes are
- * refused with a message instead of running. Usage: test_vit_engine MODEL.safetensors */
+ * refused with a message instead of running. Usage: test_vit_engine MODEL.safetensors [--bf16|--bf16-ref]:
+ * --bf16 the bf16 precision on the AVX512_BF16 kernels (exit 77, skipped, on CPUs without them),
+ * --bf16-ref the same path on the emulating kernels (bf16_emulated.h), on any CPU. */
 #include "../check.h"
 
 #include "backend.h"
+#include "backend_cpu.h"
+#include "bf16_emulated.h"
+#include "linear_bf16.h"
 #include "model.h"
 #include "vit.h"
 
@@ -61,9 +66,15 @@ static void test_bad_shapes_are_refused(struct vit *v, int P)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s MODEL\n", argv[0]);
+    const char *mode = argc == 3 ? argv[2] : "";
+    if (argc < 2 || argc > 3 || (argc == 3 && strcmp(mode, "--bf16") && strcmp(mode, "--bf16-ref"))) {
+        fprintf(stderr, "usage: %s MODEL [--bf16|--bf16-ref]\n", argv[0]);
         return 2;
+    }
+    if (!strcmp(mode, "--bf16") && !linear_bf16_supported()) {
+        printf("skip: this CPU (or build) has no AVX512_BF16; the bf16 path runs on the emulating kernels "
+               "in vit_engine_bf16_ref instead\n");
+        return 77;
     }
     char err[512];
     struct model m;
@@ -73,7 +84,15 @@ int main(int argc, char **argv)
     }
     struct backend be;
     struct vit *v;
-    CHECK(backend_cpu_create(&be, env_options(), err, sizeof err) == 0, "%s", err);
+    struct backend_options o = *env_options();
+    if (!strcmp(mode, "--bf16"))
+        o.precision = "bf16";
+    const int created = !strcmp(mode, "--bf16-ref")
+                            ? backend_cpu_create_bf16_with(&be, &o, &cpu_bf16_emulated, err, sizeof err)
+                            : backend_cpu_create(&be, &o, err, sizeof err);
+    CHECK(created == 0, "%s", err);
+    CHECK(!*mode || be.precision == BACKEND_BF16, "%s: the backend computes in %s", mode,
+          backend_precision_name(be.precision));
     CHECK(vit_create(&v, &m, &be, err, sizeof err) == 0, "%s", err);
     const int S = m.config.input_size, P = m.config.patch_size;
     model_close(&m); /* the engine keeps its own copy of the weights */

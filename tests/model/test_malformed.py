@@ -425,6 +425,19 @@ def test_format_version_4_is_refused(ctx):
     _config_case(ctx, lambda c: c.update(format_version=4), "format_version")
 
 
+def test_runtime_needs_format_version_3(ctx):
+    _config_case(ctx, lambda c: c.update(format_version=2, runtime={"precision": "bf16"}), "runtime",
+                 "format_version 3")
+
+
+def test_runtime_precision_must_be_fp32_bf16_or_auto(ctx):
+    _config_case(ctx, lambda c: c.update(format_version=3, runtime={"precision": "fp16"}),
+                 "runtime.precision", "fp16")
+    _config_case(ctx, lambda c: c.update(format_version=3, runtime={"precision": 16}), "runtime.precision")
+    _config_case(ctx, lambda c: c.update(format_version=3, runtime="bf16"), "runtime")
+    _config_case(ctx, lambda c: c.update(format_version=3, runtime={"precison": "bf16"}), "precison")
+
+
 def test_aliases_need_format_version_2(ctx):
     _config_case(ctx, lambda c: c.update(format_version=1, aliases=["surf/x"]), "aliases", "format_version 2")
 

@@ -155,7 +155,7 @@ def test_json_results_follow_the_contract(ctx):
     check(doc["model"].get("sha256") == h.sha256_of(m), "model.sha256 is the file's SHA-256")
     check(isinstance(doc["stopcal_version"], str) and doc["stopcal_version"], "stopcal_version")
     keys = {"name", "continue_score", "stop_probability", "decision", "threshold", "logit", "rms",
-            "nonfinite_pixels"}
+            "nonfinite_pixels", "precision"}
     for p, res in zip(paths, doc["results"]):
         check(set(res) == keys, f"result keys {sorted(res)} are not {sorted(keys)}")
         check(res["name"] == p, f"name {res['name']!r} is the path as given, {p!r}")
@@ -167,6 +167,7 @@ def test_json_results_follow_the_contract(ctx):
         want = "stop" if res["continue_score"] < 0.5 else "continue"
         check(res["decision"] == want, f"decision: {res}")
         check(res["rms"] is None and res["nonfinite_pixels"] == 0, f"raw pixels: {res}")
+        check(res["precision"] == "fp32", f"the parity runs are pinned to fp32: {res}")
     ctx.note(f"contract: {json.dumps(doc['results'][0])}")
 
 

@@ -107,12 +107,16 @@ def run_infer(ctx, model, pixels, *extra, json_out=True, expect_ok=True):
     """Run stopcal-infer; returns (CompletedProcess, parsed JSON or None). Always checks that
     no sanitizer spoke, and when expect_ok that it exited 0 with nothing on stderr.
 
-    The engine is pinned to the CPU (`--device cpu`) unless `extra` names a device: on a GPU node
-    `auto` would run the bf16 CUDA path, which the fp32 tolerances here are not for. With JSON
-    output the backend that actually ran is checked too."""
+    The engine is pinned to the CPU (`--device cpu`) and to fp32 (`--precision fp32`) unless
+    `extra` names a device or a precision: on a GPU node `auto` would run the bf16 CUDA path, and a
+    model file's runtime.precision or STOPCAL_PRECISION could ask for bf16, which the fp32
+    tolerances here are not for. With JSON output the backend and precision that actually ran are
+    checked too."""
     extra = [str(e) for e in extra]
     if "--device" not in extra:
         extra = ["--device", "cpu", *extra]
+    if "--precision" not in extra and extra[extra.index("--device") + 1] == "cpu":
+        extra = ["--precision", "fp32", *extra]  # the fp32 tolerances, whatever the model file says
     cmd = [ctx.infer, "--model", model, *extra]
     if json_out:
         cmd.append("--json")
@@ -133,6 +137,10 @@ def run_infer(ctx, model, pixels, *extra, json_out=True, expect_ok=True):
         if want != "auto":
             check(doc.get("backend") == want,
                   f"{' '.join(cmd)} ran on backend {doc.get('backend')!r}, not {want!r}")
+        want = extra[extra.index("--precision") + 1] if "--precision" in extra else "auto"
+        if want != "auto":
+            check(doc.get("precision") == want,
+                  f"{' '.join(cmd)} computed in {doc.get('precision')!r}, not {want!r}")
     return r, doc
 
 

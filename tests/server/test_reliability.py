@@ -514,6 +514,25 @@ def faults_tests():
         finally:
             check(srv.stop() == 0, "exit status after a device failure")
 
+    def test_cuda_computes_in_bf16_and_refuses_fp32():
+        # The emulated CUDA backend: its answers say bf16, and fp32 on it is one clear line.
+        if not A.stopcald_emu:
+            print("SKIP test_cuda_computes_in_bf16_and_refuses_fp32: this build has no CUDA backend")
+            return
+        srv = Server(A.stopcald_emu, ["a=" + A.model_a], "--device", "cuda")
+        try:
+            doc = curl(srv.url("/v1/models")).json()
+            check(doc["models"][0]["backend"] == "cuda-emu" and doc["models"][0]["precision"] == "bf16", doc)
+            r = curl(srv.url("/v1/predict"), "-H", "Content-Type: application/fits", "--data-binary", "@" + img_path,
+                     timeout=60)
+            check(r.status == 200 and r.json()["results"][0]["precision"] == "bf16", r)
+        finally:
+            check(srv.stop() == 0, "exit status")
+        p = subprocess.run([A.stopcald_emu, "--port", "0", "--model", "a=" + A.model_a, "--device", "cuda",
+                            "--precision", "fp32"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        err = p.stderr.decode().strip().splitlines()
+        check(p.returncode != 0 and err and "--precision fp32" in err[-1] and "bf16 only" in err[-1], p.stderr)
+
     def test_model_file_replaced_on_disk_at_start():
         # The file the server loaded is replaced (renamed over, as a deploy would) right after start:
         # the server keeps serving the weights it loaded, under the digest of those weights.
@@ -544,7 +563,8 @@ def faults_tests():
         check(p.returncode == 1 and "swap.safetensors" in err and len(err.strip().splitlines()) == 1, err[-500:])
 
     return run_tests([test_api_key_longer_than_4096_bytes_is_read_whole, test_client_disconnecting_mid_inference,
-                      test_sticky_device_error_makes_the_service_not_live, test_model_file_replaced_on_disk_at_start],
+                      test_sticky_device_error_makes_the_service_not_live, test_cuda_computes_in_bf16_and_refuses_fp32,
+                      test_model_file_replaced_on_disk_at_start],
                      240)
 
 

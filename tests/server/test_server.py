@@ -84,6 +84,8 @@ def endpoint_tests():
         check(by_name["a"]["sha256"] == sha256(A.model_a) and by_name["b"]["sha256"] == sha256(A.model_b), doc)
         check(by_name["a"]["default"] and not by_name["b"]["default"], doc)
         check(by_name["a"]["input_size"] == S and by_name["a"]["architecture"]["embed_dim"] == 128, doc)
+        check(by_name["a"]["precision"] == "fp32" and by_name["b"]["precision"] == "fp32",
+              "every model lists its precision, fp32 by default on the CPU: %r" % doc)
         check(doc["stopcal_version"] and doc["request_id"], doc)
 
     def test_v2_model_metadata_and_ready():
@@ -123,7 +125,8 @@ def endpoint_tests():
         (res,) = doc["results"]
         want = want_a["ep0.fits"]
         check(set(res) == {"name", "continue_score", "stop_probability", "decision", "threshold", "logit", "rms",
-                           "nonfinite_pixels"}, res)
+                           "nonfinite_pixels", "precision"}, res)
+        check(res["precision"] == "fp32", f"the CPU's default precision is fp32: {res}")
         check(res["name"] == "ep0.fits", res)
         check(abs(res["continue_score"] - want["continue_score"]) <= TOL, (res, want))
         check(abs(res["rms"] - want["rms"]) <= 1e-12 + 1e-9 * abs(want["rms"]), (res, want))
@@ -530,6 +533,31 @@ def lifecycle_tests():
                            timeout=30)
         check(p.returncode != 0 and "--max-batch" in p.stderr.decode(), p.stderr)
 
+    def test_precision_is_chosen_at_start_and_reported():
+        with open("/proc/cpuinfo") as f:
+            has_bf16 = " avx512_bf16" in f.read()
+        p = subprocess.run([A.stopcald, "--port", "0", "--model", "a=" + A.model_a, "--precision", "fp16"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        check(p.returncode != 0 and "--precision fp16: expected fp32, bf16 or auto" in p.stderr.decode(), p.stderr)
+        if not has_bf16:
+            # bf16 where the CPU cannot: one clear line, no server; auto falls back to fp32
+            p = subprocess.run([A.stopcald, "--port", "0", "--model", "a=" + A.model_a, "--device", "cpu"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
+                               env=dict(os.environ, STOPCAL_PRECISION="bf16"))
+            err = p.stderr.decode().strip().splitlines()
+            check(p.returncode != 0 and err and "--precision bf16" in err[-1] and "AVX512_BF16" in err[-1],
+                  "STOPCAL_PRECISION=bf16 on a CPU without AVX512_BF16: %r" % p.stderr)
+        srv = Server(A.stopcald, ["a=" + A.model_a], "--device", "cpu", "--precision", "auto")
+        try:
+            want = "bf16" if has_bf16 else "fp32"
+            doc = curl(srv.url("/v1/models")).json()
+            check(doc["models"][0]["precision"] == want, "--precision auto on this CPU: %r" % doc["models"][0])
+            r = curl(srv.url("/v1/predict"), "-H", "Content-Type: application/fits", "--data-binary",
+                     "@" + img)
+            check(r.status == 200 and r.json()["results"][0]["precision"] == want, r)
+        finally:
+            check(srv.stop() == 0, "exit status")
+
     def test_healthcheck_flag_follows_readiness():
         def probe(port):
             return subprocess.run([A.stopcald, "--healthcheck", "--port", str(port)], stdout=subprocess.PIPE,
@@ -550,6 +578,7 @@ def lifecycle_tests():
     return run_tests([test_server_drains_on_sigterm, test_taken_port_is_a_clean_error,
                       test_stalled_upload_is_dropped_and_leaks_nothing,
                       test_missing_default_model_exits_with_one_line, test_help_and_env_vars,
+                      test_precision_is_chosen_at_start_and_reported,
                       test_healthcheck_flag_follows_readiness], 240)
 
 

@@ -66,7 +66,8 @@ def _print_json(doc):
             '"threshold":%s' % _real(r.get("threshold", math.nan)),
             '"logit":%s' % _real(r.get("logit", math.nan)),
             '"rms":%s' % (_real(rms) if isinstance(rms, (int, float)) and not isinstance(rms, bool) else "null"),
-            '"nonfinite_pixels":%d' % int(r.get("nonfinite_pixels") or 0)]))
+            '"nonfinite_pixels":%d' % int(r.get("nonfinite_pixels") or 0),
+            '"precision":%s' % (json.dumps(r["precision"]) if isinstance(r.get("precision"), str) else "null")]))
     model = doc.get("model") or {}
     print('{"model":{"name":%s,"sha256":%s},"request_id":%s,"server":%s,"results":[%s]}' % (
         json.dumps(model.get("name") or "", ensure_ascii=False), json.dumps(model.get("sha256") or ""),
