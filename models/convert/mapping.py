@@ -109,6 +109,8 @@ _HF_QKV = ("attention.attention.query", "attention.attention.key", "attention.at
 class Backbone:
     """A DINOv2 backbone under torch-hub names (FORMAT.md's), with its inferred architecture."""
 
+    family = "dinov2"
+
     def __init__(self, path, fmt, tensors, dropped):
         self.path, self.format, self.tensors, self.dropped = path, fmt, tensors, dropped
         self.arch = infer_architecture(tensors, path)
@@ -207,6 +209,9 @@ def load_backbone(path):
             raise ConversionError(str(e)) from None
         if isinstance(metadata, dict) and "stopcal.config" in metadata:
             raise ConversionError(f"{path}: already a stopcal model file, not a backbone")
+        from . import dinov3
+        if dinov3.looks_like_hf(sd):
+            return dinov3.load_backbone(path, st=sd)
         tensors, dropped = _hf_tensors(sd, path)
         return Backbone(path, "hugging-face-safetensors", tensors, dropped)
     obj, _ = _load_torch(path)
@@ -218,8 +223,23 @@ def load_backbone(path):
         keys = list(obj)[:6] if isinstance(obj, dict) else type(obj).__name__
         raise ConversionError(f"{path}: not a DINOv2 release state dict (a flat dict of tensors "
                               f"such as dinov2_vitb14_reg4_pretrain.pth); found {keys}")
+    from . import dinov3
+    if dinov3.looks_like_release(obj):
+        if "pos_embed" in obj:
+            raise ConversionError(f"{path}: has both a positional table (pos_embed, DINOv2) and "
+                                  f"DINOv3's RoPE periods or storage tokens: not a release file")
+        return dinov3.load_backbone(path, obj=obj)
     tensors, dropped = _hub_tensors(obj, path)
     return Backbone(path, "torch-hub-release", tensors, dropped)
+
+
+def convert_any(backbone, ck, lora=None, profile=None, **kw):
+    """convert() for the backbone's family (DINOv2 here, DINOv3 in convert/dinov3.py); profile
+    None is the family's default (cortexchange-v2 for DINOv2, cortexchange-v3 for DINOv3)."""
+    if getattr(backbone, "family", "dinov2") == "dinov3":
+        from . import dinov3
+        return dinov3.convert(backbone, ck, lora=lora, profile=profile, **kw)
+    return convert(backbone, ck, lora=lora, profile=profile or "cortexchange-v2", **kw)
 
 
 def _load_torch(path):
@@ -427,41 +447,8 @@ def _check_shape(t, want, what, path):
                               f"{tuple(want)}")
 
 
-def convert(backbone, ck, lora=None, profile="cortexchange-v2", name=None, version=None,
-            hash_inputs=True):
-    """Build the stopcal config and tensors (name → callable) for backbone + checkpoint.
-
-    lora: "merge", "drop", or None (allowed only when the checkpoint has no adapters).
-    Raises ConversionError for anything the reference would not run as a DINOv2 classifier
-    with a stacked grey-scale input, or anything that does not fit together."""
-    notes = []
-    path = ck.path
-    arch = dict(backbone.arch)
-    D, L, R, G = arch["embed_dim"], arch["depth"], arch["num_registers"], arch["pos_embed_grid"]
-
-    model_name = ck.kw("model_name")
-    if not isinstance(model_name, str) or "dinov2" not in model_name:
-        origin = "" if "model_name" in ck.model_kwargs else " (absent: the reference's default)"
-        raise ConversionError(f"{path}: config.model model_name is {model_name!r}{origin}; "
-                              f"stopcal serves DINOv2 backbones only (ARCHITECTURE.md §3)")
-    lift = ck.kw("lift")
-    if lift != "stack":
-        raise ConversionError(f"{path}: config.model lift is {lift!r}; only 'stack' (the grey "
-                              f"image repeated to 3 channels) is supported (ARCHITECTURE.md §3)")
-    wants_reg = "_reg" in model_name
-    if wants_reg != (R > 0):
-        raise ConversionError(
-            f"{path}: model_name {model_name!r} is a DINOv2 {'with' if wants_reg else 'without'} "
-            f"registers, but {backbone.path} has {R} register tokens: wrong backbone file")
-    m = re.search(r"vit[a-z](\d+)", model_name)
-    if m and int(m.group(1)) != arch["patch_size"]:
-        raise ConversionError(f"{path}: model_name {model_name!r} has patch size {m.group(1)}, "
-                              f"the backbone {arch['patch_size']}: wrong backbone file")
-
-    state = dict(ck.state)
-    out = dict(backbone.tensors)
-
-    # head
+def take_head(state, D, path, model_name, backbone_path):
+    """Pop the classifier head (classifier.2/.4) from a checkpoint state → (tensors, H)."""
     head = {}
     for key, dst in HEAD_KEYS.items():
         if key not in state:
@@ -471,7 +458,7 @@ def convert(backbone, ck, lora=None, profile="cortexchange-v2", name=None, versi
     if head["head.fc1.weight"].shape != (H, D):
         raise ConversionError(f"{path}: classifier.2.weight has shape "
                               f"{head['head.fc1.weight'].shape}, but the backbone's embed dim is "
-                              f"{D} ({model_name} with {backbone.path}: wrong backbone file?)")
+                              f"{D} ({model_name} with {backbone_path}: wrong backbone file?)")
     if head["head.fc2.weight"].shape[0:1] != (1,):
         raise ConversionError(f"{path}: classifier.4.weight has shape "
                               f"{head['head.fc2.weight'].shape}: the head must emit one logit")
@@ -479,42 +466,14 @@ def convert(backbone, ck, lora=None, profile="cortexchange-v2", name=None, versi
                       ("head.fc2.bias", (1,))):
         _check_shape(head[dst], want, dst.replace("head.fc1", "classifier.2").replace(
             "head.fc2", "classifier.4"), path)
-    out.update(head)
+    return head, H
 
-    # positional embedding: zeroed at build time, then overridden by a tuned one
-    pos_mode = str(ck.kw("pos_embed"))
-    overrides = []
-    if "zeros" in pos_mode:
-        base = out["pos_embed"]
 
-        def zeroed(base=base):
-            a = base.f32().copy()
-            a[:, 1:, :] = 0.0
-            return a
-        out["pos_embed"] = Lazy(base.shape, zeroed, None, base.source + " (patch part zeroed)")
-        notes.append('pos_embed: "zeros" in config: patch positions zeroed, as the reference '
-                     'builds the model')
-    flags = {"feature_extractor.encoder.cls_token": ("tune_cls_token", ck.kw("tune_cls_token")),
-             "feature_extractor.encoder.register_tokens": ("tune_register_tokens",
-                                                           ck.kw("tune_register_tokens")),
-             "feature_extractor.encoder.pos_embed": ("pos_embed fine-tune",
-                                                     "fine-tune" in pos_mode)}
-    for key, dst in TOKEN_KEYS.items():
-        flag, on = flags[key]
-        if key in state:
-            t = Lazy.of(state.pop(key), f"{path}:{key}")
-            if dst not in out:
-                raise ConversionError(f"{path}: has {key} but the backbone has no {dst}")
-            _check_shape(t, out[dst].shape, key, path)
-            out[dst] = t
-            overrides.append(dst)
-        elif on is True:
-            raise ConversionError(f"{path}: config.model says {flag} but model_state_dict has no "
-                                  f"{key}")
-    if overrides:
-        notes.append(f"from the checkpoint: {', '.join(overrides)}")
-
-    # LoRA adapters
+def take_lora(state, out, ck, lora, L, D, notes):
+    """Pop the LoRA adapters from a checkpoint state and merge them into out's qkv weights (or
+    drop them) → (lora config, lora provenance, whether there were adapters). Any key left in
+    state afterwards is refused."""
+    path = ck.path
     adapters, spellings = {}, set()
     for key in [k for k in state if LORA_KEY.fullmatch(k)]:
         dot, i, ab, qv = LORA_KEY.fullmatch(key).groups()
@@ -578,8 +537,13 @@ def convert(backbone, ck, lora=None, profile="cortexchange-v2", name=None, versi
                          f"backbone's q and v are kept")
     elif lora is not None:
         notes.append(f"the checkpoint has no LoRA adapters: --lora {lora} has nothing to do")
+    return lora_cfg, lora_prov, bool(adapters)
 
-    # input and preprocessing parameters
+
+def input_params(ck, patch, notes):
+    """Input size and mean/std from the checkpoint's config.data_transforms → (size, mean, std,
+    data_transforms)."""
+    path = ck.path
     dt = ck.data_transforms
     size = dt.get("resize_val", 560)
     if not size:
@@ -588,17 +552,21 @@ def convert(backbone, ck, lora=None, profile="cortexchange-v2", name=None, versi
         raise ConversionError(f"{path}: config.data_transforms gives no usable input size "
                               f"(resize_val {dt.get('resize_val')!r}, resize_max "
                               f"{dt.get('resize_max')!r})")
-    if size % arch["patch_size"]:
+    if size % patch:
         raise ConversionError(f"{path}: input size {size} (config.data_transforms resize_val) is "
-                              f"not a multiple of the patch size {arch['patch_size']}")
+                              f"not a multiple of the patch size {patch}")
     if "resize_val" not in dt:
         notes.append("config.data_transforms has no resize_val: using the reference's default 560")
     mean = _per_channel(dt.get("mean", 0.0), "mean", path)
     std = _per_channel(dt.get("std", 1.0), "std", path)
     if not all(s > 0 for s in std):
         raise ConversionError(f"{path}: config.data_transforms std {std} is not positive")
+    return size, mean, std, dt
 
-    # metadata
+
+def name_version_sources(ck, backbone, name, version, lora, adapters, hash_inputs):
+    """The model's name and version (defaults from the checkpoint) and the sources record."""
+    path = ck.path
     stem = os.path.splitext(os.path.basename(path))[0]
     if not name:
         parent = os.path.basename(os.path.dirname(os.path.abspath(path)))
@@ -611,6 +579,94 @@ def convert(backbone, ck, lora=None, profile="cortexchange-v2", name=None, versi
                          ("checkpoint", path, "astronnomy-torch-save")):
         sources.append({"role": role, "file": os.path.basename(p), "format": fmt,
                         "sha256": sha256_file(p) if hash_inputs else None})
+    return name, version, sources
+
+
+def convert(backbone, ck, lora=None, profile="cortexchange-v2", name=None, version=None,
+            hash_inputs=True):
+    """Build the stopcal config and tensors (name → callable) for backbone + checkpoint.
+
+    lora: "merge", "drop", or None (allowed only when the checkpoint has no adapters).
+    Raises ConversionError for anything the reference would not run as a DINOv2 classifier
+    with a stacked grey-scale input, or anything that does not fit together."""
+    notes = []
+    path = ck.path
+    arch = dict(backbone.arch)
+    D, L, R, G = arch["embed_dim"], arch["depth"], arch["num_registers"], arch["pos_embed_grid"]
+
+    model_name = ck.kw("model_name")
+    if isinstance(model_name, str) and "dinov3" in model_name:
+        raise ConversionError(f"{path}: config.model model_name is {model_name!r}, a DINOv3 "
+                              f"checkpoint, but {backbone.path} is a DINOv2 backbone; pass the "
+                              f"DINOv3 backbone it was trained on")
+    if not isinstance(model_name, str) or "dinov2" not in model_name:
+        origin = "" if "model_name" in ck.model_kwargs else " (absent: the reference's default)"
+        raise ConversionError(f"{path}: config.model model_name is {model_name!r}{origin}; "
+                              f"stopcal serves DINOv2 and DINOv3 backbones only "
+                              f"(ARCHITECTURE.md §3)")
+    lift = ck.kw("lift")
+    if lift != "stack":
+        raise ConversionError(f"{path}: config.model lift is {lift!r}; only 'stack' (the grey "
+                              f"image repeated to 3 channels) is supported (ARCHITECTURE.md §3)")
+    wants_reg = "_reg" in model_name
+    if wants_reg != (R > 0):
+        raise ConversionError(
+            f"{path}: model_name {model_name!r} is a DINOv2 {'with' if wants_reg else 'without'} "
+            f"registers, but {backbone.path} has {R} register tokens: wrong backbone file")
+    m = re.search(r"vit[a-z](\d+)", model_name)
+    if m and int(m.group(1)) != arch["patch_size"]:
+        raise ConversionError(f"{path}: model_name {model_name!r} has patch size {m.group(1)}, "
+                              f"the backbone {arch['patch_size']}: wrong backbone file")
+
+    state = dict(ck.state)
+    out = dict(backbone.tensors)
+
+    # head
+    head, H = take_head(state, D, path, model_name, backbone.path)
+    out.update(head)
+
+    # positional embedding: zeroed at build time, then overridden by a tuned one
+    pos_mode = str(ck.kw("pos_embed"))
+    overrides = []
+    if "zeros" in pos_mode:
+        base = out["pos_embed"]
+
+        def zeroed(base=base):
+            a = base.f32().copy()
+            a[:, 1:, :] = 0.0
+            return a
+        out["pos_embed"] = Lazy(base.shape, zeroed, None, base.source + " (patch part zeroed)")
+        notes.append('pos_embed: "zeros" in config: patch positions zeroed, as the reference '
+                     'builds the model')
+    flags = {"feature_extractor.encoder.cls_token": ("tune_cls_token", ck.kw("tune_cls_token")),
+             "feature_extractor.encoder.register_tokens": ("tune_register_tokens",
+                                                           ck.kw("tune_register_tokens")),
+             "feature_extractor.encoder.pos_embed": ("pos_embed fine-tune",
+                                                     "fine-tune" in pos_mode)}
+    for key, dst in TOKEN_KEYS.items():
+        flag, on = flags[key]
+        if key in state:
+            t = Lazy.of(state.pop(key), f"{path}:{key}")
+            if dst not in out:
+                raise ConversionError(f"{path}: has {key} but the backbone has no {dst}")
+            _check_shape(t, out[dst].shape, key, path)
+            out[dst] = t
+            overrides.append(dst)
+        elif on is True:
+            raise ConversionError(f"{path}: config.model says {flag} but model_state_dict has no "
+                                  f"{key}")
+    if overrides:
+        notes.append(f"from the checkpoint: {', '.join(overrides)}")
+
+    # LoRA adapters
+    lora_cfg, lora_prov, adapters = take_lora(state, out, ck, lora, L, D, notes)
+
+    # input and preprocessing parameters
+    size, mean, std, dt = input_params(ck, arch["patch_size"], notes)
+
+    # metadata
+    name, version, sources = name_version_sources(ck, backbone, name, version, lora, adapters,
+                                                  hash_inputs)
     provenance = {
         "created_by": "stopcal-convert",
         "converter_version": CONVERTER_VERSION,
@@ -640,14 +696,19 @@ def convert(backbone, ck, lora=None, profile="cortexchange-v2", name=None, versi
         lora_handling=lora_cfg["handling"], lora_rank=lora_cfg["rank"],
         lora_alpha=lora_cfg["alpha"], name=name, version=version, provenance=provenance)
 
+    return finish(cfg, out, backbone.path, f"a {arch['ffn']} DINOv2", notes)
+
+
+def finish(cfg, out, backbone_path, what, notes):
+    """Check the mapped tensors against the set and shapes the config implies → Result."""
     want = sm.expected_tensor_shapes(cfg)
     missing = [k for k in want if k not in out]
     if missing:
-        raise ConversionError(f"{backbone.path}: the backbone lacks {', '.join(missing[:5])}")
+        raise ConversionError(f"{backbone_path}: the backbone lacks {', '.join(missing[:5])}")
     extra = [k for k in out if k not in want]
     if extra:
-        raise ConversionError(f"{backbone.path}: tensors {', '.join(sorted(extra)[:5])} do not "
-                              f"fit a {arch['ffn']} DINOv2")
+        raise ConversionError(f"{backbone_path}: tensors {', '.join(sorted(extra)[:5])} do not "
+                              f"fit {what}")
     for k, shape in want.items():
         if out[k].shape != shape:
             raise ConversionError(f"{out[k].source}: shape {out[k].shape}, the model needs "

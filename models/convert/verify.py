@@ -108,10 +108,15 @@ def verify(model_path, backbone, ck, lora, images, infer=None, out=print):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    release = {k: torch.from_numpy(t.f32()) for k, t in backbone.tensors.items()}
     state = {k: torch.from_numpy(np.ascontiguousarray(t.numpy())) for k, t in ck.state.items()}
     lora_arg = lora if cfg["lora"]["handling"] != "none" else None
-    model = torch_reference.build(release, state, ck.model_kwargs, lora_arg)
+    if getattr(backbone, "family", "dinov2") == "dinov3":
+        from . import dinov3, dinov3_reference
+        release = {k: torch.from_numpy(v) for k, v in dinov3.release_names(backbone).items()}
+        model = dinov3_reference.build(release, state, ck.model_kwargs, lora_arg)
+    else:
+        release = {k: torch.from_numpy(t.f32()) for k, t in backbone.tensors.items()}
+        model = torch_reference.build(release, state, ck.model_kwargs, lora_arg)
     ref = [float(v) for v in torch_reference.logits(model, np.stack(tensors))]
 
     end_to_end = None
