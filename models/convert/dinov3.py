@@ -405,30 +405,16 @@ TOKEN_KEYS = {"feature_extractor.encoder.cls_token": ("cls_token", "tune_cls_tok
 
 def make_config(arch, head_hidden, size, profile, mean, std, lora_cfg, name, version,
                 provenance):
-    """The stopcal.config of a dinov3 model (models/FORMAT.md, DINOV3 contract)."""
-    cfg = {
-        "format_version": 3,
-        "name": name,
-        "version": version,
-        "architecture": {
-            "family": FAMILY,
-            "embed_dim": int(arch["embed_dim"]), "depth": int(arch["depth"]),
-            "num_heads": int(arch["num_heads"]), "ffn": arch["ffn"],
-            "ffn_hidden_dim": int(arch["ffn_hidden_dim"]),
-            "num_registers": int(arch["num_registers"]), "patch_size": int(arch["patch_size"]),
-            "layernorm_eps": float(arch["layernorm_eps"]),
-            "head_hidden_dim": int(head_hidden), "rope_base": float(arch["rope_base"]),
-        },
-        "input": {"size": int(size)},
-        "preprocessing": {"profile": profile, "mean": [float(v) for v in mean],
-                          "std": [float(v) for v in std], "noise_sigma": 0.0},
-        "output": {"logit": "continue", "threshold": 0.5},
-        "lora": {"handling": lora_cfg["handling"], "rank": int(lora_cfg["rank"]),
-                 "alpha": lora_cfg["alpha"]},
-        "provenance": provenance,
-    }
-    sm.validate_config(cfg)
-    return cfg
+    """The stopcal.config of a dinov3 model (models/FORMAT.md, models/families.json)."""
+    return sm.make_config(
+        family=FAMILY, embed_dim=arch["embed_dim"], depth=arch["depth"],
+        num_heads=arch["num_heads"], ffn=arch["ffn"], ffn_hidden_dim=arch["ffn_hidden_dim"],
+        num_registers=arch["num_registers"], patch_size=arch["patch_size"],
+        layernorm_eps=arch["layernorm_eps"], rope_base=arch["rope_base"],
+        head_hidden_dim=head_hidden, input_size=size, profile=profile, mean=mean, std=std,
+        noise_sigma=0.0, threshold=0.5, lora_handling=lora_cfg["handling"],
+        lora_rank=lora_cfg["rank"], lora_alpha=lora_cfg["alpha"], name=name, version=version,
+        provenance=provenance)
 
 
 def convert(backbone, ck, lora=None, profile=None, name=None, version=None, hash_inputs=True):

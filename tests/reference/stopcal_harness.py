@@ -147,9 +147,9 @@ def run_infer(ctx, model, pixels, *extra, json_out=True, expect_ok=True):
 def reference_logits(model_path, images, dtype="fp32"):
     """Logits of the PyTorch reference for a list of (C, S, S) images, in one batch."""
     import torch
-    import dinov2_torch
+    import dinov3_torch  # the reference of the file's family (dinov2_torch or dinov3_torch)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    model = dinov2_torch.Dinov2Classifier.from_file(
+    model = dinov3_torch.classifier_for(
         model_path, torch.float64 if dtype == "fp64" else torch.float32)
     batch = torch.stack([torch.from_numpy(np.ascontiguousarray(i)).expand(3, -1, -1)
                          for i in images])
