@@ -9,11 +9,12 @@ build-bench, then runs this driver; about 15–20 minutes on 2 quiet cores):
 
 A benchmark, not a test: it asserts nothing about speed (ARCHITECTURE.md §8 asks for printed ratios).
 
-For ViT-S/14 @224 and ViT-B/14 @560, each with and without 4 registers, at batch 1 and 8, it
-prints images/s for
+For ViT-S/14 @224 and ViT-B/14 @560, each with and without 4 registers, and DINOv3's ViT-B/16
+(4 storage tokens, RoPE) @224 and @560, at batch 1 and 8, it prints images/s for
   - ours:  tests/bench/bench_engine (C, in-process vit_forward after one warm-up pass, model load
            excluded), one process per batch size, so its peak RSS is that configuration's;
-  - torch: tests/reference/dinov2_torch.py (the parity reference, eager, torch.set_num_threads(N));
+  - torch: tests/reference/dinov2_torch.py or dinov3_torch.py (the parity reference of the model's
+           family, eager, torch.set_num_threads(N));
   - ORT:   onnxruntime (CPUExecutionProvider, intra_op_num_threads=N, inter_op 1, ORT_ENABLE_ALL)
            on an ONNX export of that same torch module;
   - OV:    OpenVINO (PyPI `openvino`, CPU plugin, INFERENCE_NUM_THREADS=N, one stream, LATENCY) on
@@ -71,19 +72,36 @@ ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 GENMODEL = os.path.join(ROOT, "models", "stopcal-genmodel")
 DEFAULT_EXE = os.path.join(ROOT, "build-bench", "tests", "bench", "bench_engine")
 
-# name → (variant, registers, input size); the four configurations issue 2 asks for.
+# name → (variant, registers, input size); the four configurations issue 2 asks for, and the
+# DINOv3 B/16 ones of issue 15 (family in FAMILY, default dinov2).
 CASES = {
     "s224": ("s", 0, 224),
     "s224-reg": ("s", 4, 224),
     "b560": ("b", 0, 560),
     "b560-reg": ("b", 4, 560),
+    "v3-b224": ("b", 4, 224),
+    "v3-b560": ("b", 4, 560),
 }
+FAMILY = {"v3-b224": "dinov3", "v3-b560": "dinov3"}
 ARCH = {"s": (384, 12, 6, 1536), "b": (768, 12, 12, 3072)}  # D, depth, heads, F (ARCHITECTURE.md §3)
-PATCH = 14
+PATCHES = {"dinov2": 14, "dinov3": 16}
 
 
-def flops_per_image(variant, registers, size):
-    """The formula in the docstring; bench_engine computes the same from the model file."""
+def family(case):
+    return FAMILY.get(case, "dinov2")
+
+
+def case_name(case):
+    variant, regs, size = CASES[case]
+    if family(case) == "dinov3":
+        return f"DINOv3 ViT-{variant.upper()}/16 @{size}"
+    return f"ViT-{variant.upper()}/14{'-reg4' if regs else ''} @{size}"
+
+
+def flops_per_image(variant, registers, size, fam="dinov2"):
+    """The formula in the docstring; bench_engine computes the same from the model file. (The
+    DINOv3 RoPE rotation, O(T·D) per block, is left out as the norms and softmax are.)"""
+    PATCH = PATCHES[fam]
     D, depth, _, F = ARCH[variant]
     g = size // PATCH
     T = 1 + registers + g * g
@@ -136,9 +154,9 @@ def load_pixels(path, batch, size):
 def worker_torch(args, autocast=False):
     import torch
     sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
-    import dinov2_torch
+    import dinov3_torch
     torch.set_num_threads(args.threads)
-    ref = dinov2_torch.Dinov2Classifier.from_file(args.model)
+    ref = dinov3_torch.classifier_for(args.model)
     x = torch.from_numpy(load_pixels(args.pixels, args.batch, ref.input_size))
 
     def run():
@@ -208,13 +226,19 @@ def worker_ov_bf16(args):
 def worker_export(args):
     import torch
     sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
-    import dinov2_torch
-    ref = dinov2_torch.Dinov2Classifier.from_file(args.model)
+    import dinov3_torch
+    ref = dinov3_torch.classifier_for(args.model)
     S = ref.input_size
-    # The table for this input's grid, resized now (as the engine does once per resolution) and
-    # handed to the trace as a constant: under tracing the grid size is a traced value.
-    pos = ref.pos_embed_for_grid(S // ref.arch["patch_size"])
-    ref.pos_embed_for_grid = lambda grid: pos
+    # The table for this input's grid (DINOv2's resized positions, DINOv3's RoPE sin/cos),
+    # computed now (as the engine does once per resolution) and handed to the trace as a
+    # constant: under tracing the grid size is a traced value.
+    g = S // ref.arch["patch_size"]
+    if ref.arch["family"] == "dinov3":
+        rope = ref.rope(g, g)
+        ref.rope = lambda h, w: rope
+    else:
+        pos = ref.pos_embed_for_grid(g)
+        ref.pos_embed_for_grid = lambda grid: pos
     # Same maths, with normalized_shape a Python int: torch 1.13's exporter refuses the traced
     # x.shape[-1] the reference passes.
     D, eps = ref.arch["embed_dim"], ref.arch["layernorm_eps"]
@@ -448,14 +472,16 @@ def main(argv=None):
             model = os.path.join(work, case + ".safetensors")
             pixels = os.path.join(work, f"pixels{size}.f32")
             if not os.path.exists(model):
-                gen = [sys.executable, GENMODEL, "--variant", variant, "--input-size", str(size),
-                       "--seed", "1", "-o", model] + (["--registers", str(regs)] if regs else [])
+                gen = [sys.executable, GENMODEL, "--family", family(case), "--variant", variant,
+                       "--input-size", str(size), "--seed", "1", "-o", model,
+                       "--registers", str(regs)]
                 subprocess.run(gen, check=True)
             if not os.path.exists(pixels):
                 rng = np.random.default_rng(size)
                 rng.standard_normal((max(batches), 3, size, size), dtype=np.float32).astype("<f4") \
                     .tofile(pixels)
-            r = raw["cases"][case] = {"flops_per_image": flops_per_image(variant, regs, size),
+            r = raw["cases"][case] = {"flops_per_image": flops_per_image(variant, regs, size,
+                                                                         family(case)),
                                       "batches": {}}
             onnx_path = os.path.join(work, case + ".onnx")
             if {"ort", "ov", "ov-bf16"} & set(peers) and not os.path.exists(onnx_path):
@@ -650,9 +676,8 @@ def render(raw, cases, batches, peers):
     ]
     notes, unavailable = [], {}
     for case in cases:
-        variant, regs, size = CASES[case]
         r = raw["cases"][case]
-        name = f"ViT-{variant.upper()}/14{'-reg4' if regs else ''} @{size}"
+        name = case_name(case)
         for b in batches:
             rb = r["batches"][b]
             cells = []
@@ -713,7 +738,8 @@ def render(raw, cases, batches, peers):
         "torch.autocast('cpu', dtype=torch.bfloat16) around the same module. ours bf16: "
         "STOPCAL_PRECISION=bf16.",
         "Peak RSS (getrusage) of the peers' processes, MiB: " + "; ".join(
-            f"{CASES[c][0].upper()}{'-reg' if CASES[c][1] else ''}@{CASES[c][2]} b{b} " + ", ".join(
+            (f"v3-{CASES[c][0].upper()}" if family(c) == "dinov3"
+             else f"{CASES[c][0].upper()}{'-reg' if CASES[c][1] else ''}") + f"@{CASES[c][2]} b{b} " + ", ".join(
                 f"{ENGINE_LABELS[peer]} {raw['cases'][c]['batches'][b][peer]['peak_rss_mib']:.0f}"
                 for peer in peers if "peak_rss_mib" in raw["cases"][c]["batches"][b].get(peer, {}))
             for c in cases for b in batches) + ".",
