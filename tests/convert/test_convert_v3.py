@@ -183,6 +183,24 @@ def test_fits_end_to_end_with_the_v3_profile(ctx):
     harness.compare(ctx, "FITS → score, cortexchange-v3", ref, doc["results"])
 
 
+def test_inspect_and_verify_on_dinov3(ctx):
+    import gen_fits
+    files = Files(ctx, hf=True, resize_val=64, seed=13)
+    for b, words in ((files.backbone, ("DINOv3", "storage-tokens=4", "rope-base=100")),
+                     (files.hf, ("DINOv3", "patch=16"))):
+        r = run_convert(ctx, "--inspect", b)
+        check(all(w in r.stdout for w in words), f"--inspect {b}:\n{r.stdout}")
+    image = ctx.path("lofar.fits")
+    gen_fits.lofar_4d(image, 200, 200, seed=5)
+    raw = harness.write_pixels(ctx, "raw.f32", files.images[0])
+    for b in (files.backbone, files.hf):
+        r = run_convert(ctx, "--backbone", b, "--checkpoint", files.checkpoint, "--lora", "merge",
+                        "-o", ctx.path("v.safetensors"), "--infer", ctx.infer, "--verify", image,
+                        raw, with_torch=True)
+        check("max |Δ logit|" in r.stdout and "PASS" in r.stdout, f"--verify output:\n{r.stdout}")
+        ctx.note(r.stdout.strip().splitlines()[-2])
+
+
 # --------------------------------------------------------------------------------------------
 # refusals
 

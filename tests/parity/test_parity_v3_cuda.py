@@ -8,9 +8,12 @@ operand carries a relative error up to u, a dot product of K such terms an error
 and the blocks add theirs to the residual stream. For these two-block models at D = 128 that is
 a logit error of order 1e-3..1e-2, and the continue_score moves by at most ¼ of the logit error
 (sigmoid' ≤ ¼). The tolerances, |Δ continue_score| ≤ 5e-3 and |Δ logit| ≤ 2e-2·max(1, |logit|),
-sit a few times above that estimate and far below what a convention error costs (the reference's
-own checks, test_reference_v3.py: a transposed grid, unrotated prefix or wrong coordinates move a
-logit by ≥ 4e-3 … 0.1 on these models, and a missing op by O(0.1)). The measured figures are printed.
+sit a few times above that estimate and well below what a missing or misplaced op costs (O(0.1)
+on these models: test_reference_v3.py measures a transposed grid at 0.11, unrotated RoPE at 0.12,
+rotated prefix tokens at 0.11). Finer convention errors (half-pixel coordinates: 4e-3) are the CPU
+parity's to catch at 1e-4 (test_parity_v3.py); the CUDA path shares the RoPE table code with it
+and its rope kernel is checked against kernels/ref by d3core's tests. The measured figures are
+printed.
 
     test_parity_v3_cuda.py --infer build/tests/parity/stopcal-infer-emu [--case NAME]
 """
