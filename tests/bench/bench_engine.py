@@ -729,6 +729,7 @@ def render(raw, cases, batches, peers):
     ] + [f"({k}) {why}" for why, k in unavailable.items()] + [
         "ORT and OpenVINO run a torch.onnx export (opset 17, dynamic batch axis) of "
         "tests/reference/dinov2_torch.py with the positional table pre-resized to the input grid "
+        "(DINOv3: dinov3_torch.py with the RoPE sin/cos table of the grid) "
         "(a constant in the graph) and LayerNorm's normalized_shape given as an int (same maths; "
         "torch 1.13 cannot export the traced one), so register models (whose antialiased bicubic "
         "torch.onnx cannot export) are timed too; ORT: CPUExecutionProvider, intra-op threads "
