@@ -423,7 +423,7 @@ def convert(backbone, ck, lora=None, profile=None, name=None, version=None, hash
     notes = []
     path = ck.path
     arch = dict(backbone.arch)
-    D, L, R = arch["embed_dim"], arch["depth"], arch["num_registers"]
+    D, L = arch["embed_dim"], arch["depth"]
 
     model_name = ck.kw("model_name")
     if isinstance(model_name, str) and "dinov2" in model_name:

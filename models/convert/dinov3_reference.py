@@ -119,7 +119,8 @@ class DinoVisionTransformer(nn.Module):
         head_dim = 4 * sd["rope_embed.periods"].shape[0]
         depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
         ffn = "mlp" if "blocks.0.mlp.fc1.weight" in sd else "swiglu"
-        hidden = sd["blocks.0.mlp.fc1.weight" if ffn == "mlp" else "blocks.0.mlp.w1.weight"].shape[0]
+        fc = "blocks.0.mlp.fc1.weight" if ffn == "mlp" else "blocks.0.mlp.w1.weight"
+        hidden = sd[fc].shape[0]
         masked = "blocks.0.attn.qkv.bias_mask" in sd
         self.patch_size = sd["patch_embed.proj.weight"].shape[-1]
         self.n_storage_tokens = sd["storage_tokens"].shape[1] if "storage_tokens" in sd else 0
@@ -147,10 +148,6 @@ class DinoVisionTransformer(nn.Module):
         for blk in self.blocks:
             x = blk(x, rope)
         return self.head(self.norm(x)[:, 0])  # x_norm_clstoken
-
-
-class LoRA(tr.LoRA):
-    """astroNNomy's adapter around DINOv3's qkv (a LinearKMaskedBias keeps its masked bias)."""
 
 
 def build(release_sd, checkpoint_sd, model_kwargs, lora):

@@ -28,7 +28,8 @@ from convert import dinov3_reference
 
 
 def swiglu_hidden(dim, ratio=4.0, align=8):
-    """DINOv3's SwiGLUFFN width for hidden_features = dim·ratio: ⌊2/3·h⌋ rounded up to align."""
+    """DINOv3's SwiGLUFFN width for hidden_features h = dim·ratio: ⌊2/3·h⌋ rounded up to
+    a multiple of align."""
     d = int(int(dim * ratio) * 2 / 3)
     return d + (-d % align)
 

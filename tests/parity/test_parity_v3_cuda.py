@@ -9,8 +9,8 @@ the residual stream. For these two-block models at D = 128 (K up to 512) that is
 of order 0.01 to a few 1e-2, and the continue_score moves by at most ¼ of it (sigmoid' ≤ ¼).
 Measured here: |Δ logit| ≤ 0.014 and |Δ continue_score| ≤ 3.4e-3 on fp32 files; on the bf16
 file (the same weights on both sides, only the activations round) 4.8e-3 and 5.6e-4. The
-tolerances, |Δ continue_score| ≤ 1e-2 and |Δ logit| ≤ 4e-2·max(1, |logit|) (bf16 file: 2e-3 and
-1e-2), are about 3× the measured figures, at the estimate, and well below what a missing or
+tolerances, |Δ continue_score| ≤ 1e-2 and |Δ logit| ≤ 4e-2·max(1, |logit|) (bf16 file: 2e-3
+and 1e-2), are about 3× the measured figures, at the estimate, and well below what a missing or
 misplaced op costs (test_reference_v3.py measures, on such models, 0.11 for a transposed grid,
 0.12 without RoPE, 0.11 for rotated prefix tokens). Finer convention errors (half-pixel
 coordinates: 4e-3) are for the CPU parity at 1e-4 (test_parity_v3.py) to catch. The measured
