@@ -93,6 +93,10 @@ static int parse_tensor(struct family_tensor_spec *t, json_t *e, char *err, size
         return -1;
     if (when && copy_string(t->when, sizeof t->when, when, "a condition", err, errlen))
         return -1;
+    json_t *dtype = json_object_get(e, "dtype");
+    if (dtype && !(json_is_string(dtype) && strcmp(json_string_value(dtype), "F32") == 0))
+        return error_set(err, errlen, -1, "tensor %s: dtype, where given, must be \"F32\"", t->name);
+    t->f32_only = dtype != NULL;
     return 0;
 }
 

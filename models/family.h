@@ -35,6 +35,8 @@ struct family_tensor_spec {
     enum family_kind kind;
     char slot[32];  /* "" = no slot: uploaded, not used by a step */
     char when[40];  /* "" = always; "SYM>INT" or "key=value" */
+    int f32_only;   /* "dtype": "F32": stored in F32 whatever the file's dtype (values of a formula,
+                       such as RoPE periods, that bf16 would move, not learned weights) */
 };
 
 struct model_family {

@@ -76,6 +76,12 @@ static int check_tensor_set(const struct model *m, char *err, size_t errlen)
             error_set(err, errlen, -1, "tensor \"%s\" has shape %s but the config implies %s", t->name, have, want);
             goto done;
         }
+        if (e[i].spec->f32_only && t->dtype != MODEL_F32) {
+            error_set(err, errlen, -1, "tensor \"%s\" must be stored as F32 (it holds the values of a formula, "
+                      "which a narrower type would move); this file stores it as %s", t->name,
+                      t->dtype == MODEL_F16 ? "F16" : "BF16");
+            goto done;
+        }
     }
     for (int j = 0; j < m->n_tensors; j++) {
         int known = 0;

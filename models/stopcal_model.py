@@ -736,9 +736,14 @@ def read_model(path):
     Returns (config dict, {name: fp32 ndarray}); F16 and BF16 tensors are widened exactly.
     A recorded tensor_data_sha256 is checked against the data, as the C reader does.
     Raises ModelFormatError naming the problem."""
-    metadata, arrays, _, data_sha256 = read_safetensors(path, with_data_sha256=True)
+    metadata, arrays, dtypes, data_sha256 = read_safetensors(path, with_data_sha256=True)
     cfg = config_from_metadata(metadata)
     check_tensor_set(cfg, {k: v.shape for k, v in arrays.items()})
+    for name, _, entry in family_tensors(cfg):
+        if entry.get("dtype") == "F32" and dtypes[name] != "F32":
+            raise ModelFormatError(f"tensor {name} must be stored as F32 (it holds the values of a "
+                                   f"formula, which a narrower type would move); this file stores "
+                                   f"it as {dtypes[name]}")
     want = cfg.get(DIGEST_KEY)
     if want is not None and want != data_sha256:
         raise ModelFormatError(f"corrupted: the tensor data hashes to SHA-256 {data_sha256[:16]}... "
@@ -751,7 +756,7 @@ def write_model(path, cfg, tensors, dtype="F32"):
 
     tensors: name → array, or a zero-argument callable returning one (generated lazily, one at a
     time); the set and shapes must be exactly ``expected_tensor_shapes(cfg)``. dtype: F32, F16 or
-    BF16 for every tensor (BF16 rounds to nearest even). The file is written as format_version 3
+    BF16 for every tensor but those the description pins to F32 (BF16 rounds to nearest even). The file is written as format_version 3
     with the SHA-256 of its data section (tensor_data_sha256), so the readers refuse a copy in
     which any weight byte changed; a given digest is replaced by the one of the data written."""
     validate_config(cfg)
@@ -760,5 +765,8 @@ def write_model(path, cfg, tensors, dtype="F32"):
     check_tensor_set(cfg, {k: shapes.get(k, ()) for k in tensors})
     cfg = {**cfg, "format_version": FORMAT_VERSION, DIGEST_KEY: _DIGEST_PLACEHOLDER}
     metadata = {"stopcal.config": json.dumps(cfg, ensure_ascii=False)}
-    write_safetensors(path, {name: (dtype, shapes[name], tensors[name]) for name in shapes},
+    # Tensors the description pins to F32 (RoPE periods: a formula's values, not weights) stay F32.
+    pinned = {name for name, _, entry in family_tensors(cfg) if entry.get("dtype") == "F32"}
+    write_safetensors(path, {name: ("F32" if name in pinned else dtype, shapes[name], tensors[name])
+                             for name in shapes},
                       metadata, digest_placeholder=_DIGEST_PLACEHOLDER)

@@ -81,6 +81,21 @@ def test_a_pos_embed_in_a_dinov3_file_is_refused(ctx):
     expect_refusal(ctx, write(ctx, cfg, arrays), "unexpected tensor", "pos_embed")
 
 
+def test_rope_periods_stay_f32_in_a_bf16_file_and_no_reader_takes_them_narrower(ctx):
+    """The periods are a formula's values: bf16 would move them by up to 2^-9 and every RoPE
+    angle with them, so a bf16 file keeps them F32 and a file storing them narrower is refused."""
+    path, cfg, arrays = tiny(ctx, "dinov3", "--dtype", "bf16")
+    _, read, dtypes = sm.read_safetensors(path)
+    check(dtypes["rope.periods"] == "F32" and dtypes["blocks.0.attn.qkv.weight"] == "BF16", dtypes)
+    want = 100.0 ** (np.arange(16, dtype=np.float32) * 2 / 32)  # Dh 64: base^(2k/(Dh/2))
+    check(np.allclose(read["rope.periods"], want, rtol=1e-6, atol=0), read["rope.periods"])
+    cfg["format_version"] = 3
+    path = ctx.path("bf16_periods.safetensors")
+    sm.write_safetensors(path, {k: ("BF16" if k == "rope.periods" else "F32", a.shape, a)
+                                for k, a in arrays.items()}, {"stopcal.config": json.dumps(cfg)})
+    expect_refusal(ctx, path, "rope.periods", "must be stored as F32", "BF16")
+
+
 def test_a_wrong_rope_periods_shape_is_refused(ctx):
     _, cfg, arrays = tiny(ctx)
     arrays["rope.periods"] = np.ones(8, np.float32)
