@@ -321,6 +321,19 @@ def test_lora_choice_is_required_when_adapters_exist(ctx):
                             "-o", ctx.path("x.safetensors")], "--lora merge", "--lora drop"))
 
 
+def test_alias_that_is_not_a_model_name_is_refused(ctx):
+    """--alias takes model names only (FORMAT.md, aliases): a space, a path word of /v2 or an
+    empty part is refused before anything is written, naming the alias."""
+    files = Files(ctx, registers=4, resize_val=56)
+    files.done_writing()
+    out = ctx.path("x.safetensors")
+    for alias, words in (("two words", ("two words",)), ("surf/infer", ("surf/infer", "infer")),
+                         ("a//b", ("a//b",))):
+        ctx.note(_refused(ctx, ["--backbone", files.backbone, "--checkpoint", files.checkpoint,
+                                "--lora", "drop", "--alias", alias, "-o", out], *words))
+        check(not os.path.exists(out), f"a refused alias {alias!r} still wrote {out}")
+
+
 def test_mismatched_backbone_and_checkpoint_are_refused(ctx):
     files = Files(ctx, registers=4, resize_val=56)
     files.done_writing()
