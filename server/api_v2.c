@@ -385,10 +385,12 @@ static void answer_v2(struct job *j)
             }
         }
     }
-    json_t *doc = json_pack("{s:s, s:s, s:o, s:{s:s, s:s, s:s, s:s, s:f}}", "model_name", view, "model_version",
-                            TRITON_MODEL_VERSION, "outputs", outputs, "parameters", "request_id", j->rq->request_id,
-                            "stopcal_version", STOPCAL_VERSION, "model_sha256", m->sha256, "model_file_version",
-                            m->config.version, "threshold", j->threshold);
+    /* precision: what the scores were computed in, as every native result object says it. */
+    json_t *doc = json_pack("{s:s, s:s, s:o, s:{s:s, s:s, s:s, s:s, s:f, s:s}}", "model_name", view,
+                            "model_version", TRITON_MODEL_VERSION, "outputs", outputs, "parameters", "request_id",
+                            j->rq->request_id, "stopcal_version", STOPCAL_VERSION, "model_sha256", m->sha256,
+                            "model_file_version", m->config.version, "threshold", j->threshold, "precision",
+                            m->precision ? m->precision : "fp32");
     if (doc && j->v2_id)
         json_object_set(doc, "id", j->v2_id);
     char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;

@@ -343,13 +343,16 @@ static void answer(struct rjob *j)
         outs[k] = &out[k];
         k++;
     }
-    Inference__InferParameter pv[4];
-    Inference__ModelInferResponse__ParametersEntry pe[4], *params[4];
-    const char *keys[4] = {"request_id", "model_sha256", "stopcal_version", "threshold"};
-    const char *svals[3] = {j->req->request_id, mi->sha256, STOPCAL_VERSION};
-    for (int i = 0; i < 4; i++) {
+    /* As over REST: precision says what the scores were computed in ("fp32", "bf16"). */
+    enum { N_PARAMS = 5 };
+    Inference__InferParameter pv[N_PARAMS];
+    Inference__ModelInferResponse__ParametersEntry pe[N_PARAMS], *params[N_PARAMS];
+    const char *keys[N_PARAMS] = {"request_id", "model_sha256", "stopcal_version", "precision", "threshold"};
+    const char *svals[N_PARAMS - 1] = {j->req->request_id, mi->sha256, STOPCAL_VERSION,
+                                       mi->precision ? mi->precision : "fp32"};
+    for (int i = 0; i < N_PARAMS; i++) {
         inference__infer_parameter__init(&pv[i]);
-        if (i < 3) {
+        if (i < N_PARAMS - 1) {
             pv[i].parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM;
             pv[i].string_param = (char *)svals[i];
         } else {
@@ -367,7 +370,7 @@ static void answer(struct rjob *j)
     r.model_name = view;
     r.model_version = TRITON_MODEL_VERSION;
     r.id = j->msg->id;
-    r.n_parameters = 4;
+    r.n_parameters = N_PARAMS;
     r.parameters = params;
     r.n_outputs = (size_t)k;
     r.outputs = outs;

@@ -178,6 +178,8 @@ def rpc_tests():
         resp = service_pb2_grpc.GRPCInferenceServiceStub(ch).ModelInfer(req, timeout=30)
         ch.close()
         check(resp.parameters["threshold"].double_param == 0.25 and len(resp.raw_output_contents) == 2, resp)
+        # the precision the scores were computed in, as the native result objects and REST say it
+        check(resp.parameters["precision"].string_param == "fp32", resp.parameters)
         got = struct.unpack("<f", resp.raw_output_contents[0])[0]
         check(abs(got - want[os.path.basename(images[0])]["continue_score"]) <= TOL, got)
 

@@ -167,6 +167,7 @@ def endpoint_tests():
         doc = r.json()
         check(doc["model_name"] == "a" and doc["id"] == "req-7", doc)
         check(doc["parameters"]["model_sha256"] == sha256(A.model_a) and doc["parameters"]["request_id"], doc)
+        check(doc["parameters"]["precision"] == "fp32", doc["parameters"])  # as every result object says
         out = {o["name"]: o for o in doc["outputs"]}
         check(out["continue_score"]["shape"] == [2, 1] and out["continue_score"]["datatype"] == "FP32", out)
         for i in range(2):
