@@ -365,22 +365,8 @@ def infer_architecture(t, path, head_dim, eps, rope_base):
     if pw[2] != PATCH:
         raise ConversionError(f"{path}: patch size {pw[2]}; stopcal's DINOv3 family has patch "
                               f"size {PATCH}")
-    blocks = {int(m.group(1)) for k in t for m in [re.match(r"blocks\.(\d+)\.", k)] if m}
-    depth = max(blocks) + 1
-    if blocks != set(range(depth)):
-        raise ConversionError(f"{path}: blocks {sorted(set(range(depth)) - blocks)} are missing")
-    if "blocks.0.mlp.fc1.weight" in t:
-        ffn, F = "mlp", t["blocks.0.mlp.fc1.weight"].shape[0]
-    elif "blocks.0.mlp.w12.weight" in t:
-        ffn, F = "swiglu", t["blocks.0.mlp.w12.weight"].shape[0] // 2
-    else:
-        raise ConversionError(f"{path}: block 0 has neither an MLP (fc1) nor a SwiGLU (w1/w2)")
-    R = 0
-    if "register_tokens" in t:
-        rt = t["register_tokens"].shape
-        if len(rt) != 3 or rt[0] != 1 or rt[2] != D:
-            raise ConversionError(f"{path}: storage tokens have shape {rt}, expected (1, R, {D})")
-        R = rt[1]
+    depth, ffn, F, R = mapping.block_layout(t, path, D, "an MLP (fc1) nor a SwiGLU (w1/w2)",
+                                            "storage tokens have")
     return {"family": FAMILY, "embed_dim": D, "depth": depth, "num_heads": D // head_dim,
             "ffn": ffn, "ffn_hidden_dim": F, "num_registers": R, "patch_size": PATCH,
             "layernorm_eps": float(eps), "rope_base": float(rope_base)}

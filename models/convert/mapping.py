@@ -249,6 +249,28 @@ def _load_torch(path):
         raise ConversionError(str(e)) from None
 
 
+def block_layout(t, path, D, ffn_names="mlp.fc1 nor mlp.w12", tokens_label="register_tokens has"):
+    """(depth, ffn, ffn_hidden_dim, registers) read off a backbone in stopcal's tensor names (t),
+    shared by the DINOv2 and DINOv3 mappings; the labels name the tensors as the message's reader
+    knows them."""
+    blocks = {int(m.group(1)) for k in t for m in [re.match(r"blocks\.(\d+)\.", k)] if m}
+    depth = max(blocks) + 1
+    if blocks != set(range(depth)):
+        raise ConversionError(f"{path}: blocks {sorted(set(range(depth)) - blocks)} are missing")
+    if "blocks.0.mlp.fc1.weight" in t:
+        ffn, F = "mlp", t["blocks.0.mlp.fc1.weight"].shape[0]
+    elif "blocks.0.mlp.w12.weight" in t:
+        ffn, F = "swiglu", t["blocks.0.mlp.w12.weight"].shape[0] // 2
+    else:
+        raise ConversionError(f"{path}: block 0 has neither {ffn_names}")
+    R = 0
+    if "register_tokens" in t:
+        rt = t["register_tokens"].shape
+        if len(rt) != 3 or rt[0] != 1 or rt[2] != D:
+            raise ConversionError(f"{path}: {tokens_label} shape {rt}, expected (1, R, {D})")
+        R = rt[1]
+    return depth, ffn, F, R
+
 def infer_architecture(t, path):
     """The FORMAT.md architecture fields implied by a canonical backbone's shapes."""
     for need in ("cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight",
@@ -270,22 +292,7 @@ def infer_architecture(t, path):
     G = math.isqrt(max(pe[1] - 1, 0)) if len(pe) == 3 else 0
     if len(pe) != 3 or pe[0] != 1 or pe[2] != D or G * G != pe[1] - 1 or G == 0:
         raise ConversionError(f"{path}: pos_embed has shape {pe}, expected (1, 1 + G², {D})")
-    blocks = {int(m.group(1)) for k in t for m in [re.match(r"blocks\.(\d+)\.", k)] if m}
-    depth = max(blocks) + 1
-    if blocks != set(range(depth)):
-        raise ConversionError(f"{path}: blocks {sorted(set(range(depth)) - blocks)} are missing")
-    if "blocks.0.mlp.fc1.weight" in t:
-        ffn, F = "mlp", t["blocks.0.mlp.fc1.weight"].shape[0]
-    elif "blocks.0.mlp.w12.weight" in t:
-        ffn, F = "swiglu", t["blocks.0.mlp.w12.weight"].shape[0] // 2
-    else:
-        raise ConversionError(f"{path}: block 0 has neither mlp.fc1 nor mlp.w12")
-    R = 0
-    if "register_tokens" in t:
-        rt = t["register_tokens"].shape
-        if len(rt) != 3 or rt[0] != 1 or rt[2] != D:
-            raise ConversionError(f"{path}: register_tokens has shape {rt}, expected (1, R, {D})")
-        R = rt[1]
+    depth, ffn, F, R = block_layout(t, path, D)
     return {"family": "dinov2", "embed_dim": D, "depth": depth, "num_heads": D // sm.HEAD_DIM,
             "ffn": ffn, "ffn_hidden_dim": F, "num_registers": R, "patch_size": pw[2],
             "pos_embed_grid": G, "pos_embed_interpolation": sm.default_pos_interpolation(R),
