@@ -17,6 +17,7 @@ build_and_run=(build-essential cmake pkg-config libopenblas-openmp-dev libopenbl
   libjansson-dev libcfitsio-dev libmicrohttpd-dev libcurl4-openssl-dev zlib1g-dev libpng-dev curl
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler)  # gRPC: optional at build time (--grpc-port)
 tests=(clang libclang-rt-14-dev libomp-dev prometheus python3 python3-numpy python3-torch python3-astropy
+  libsimde-dev  # the simulated AVX-512 kernel tests
   python3-matplotlib python3-pil python3-venv python3-setuptools python3-wheel python3-yaml shellcheck yamllint
   slurm-wlm munge chromium chromium-driver python3-selenium
   libb64-0d)  # libb64: perf_analyzer (from the tritonclient wheel) needs it to start

@@ -19,7 +19,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#define AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
 #define TILE_ROWS 8
 #define DIM_PAIRS (HEAD_DIM / 2)
 

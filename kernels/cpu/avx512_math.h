@@ -1,15 +1,25 @@
 /* Vector exp2 and GELU for the AVX-512 kernels (attention_fused_avx512.c, linear_packed_avx512.c),
  * evaluated in registers so neither kernel makes an extra pass over memory for them. Same
  * approximations and error bounds as fastmath.h's scalar forms. Include only where __x86_64__ and
- * GCC intrinsics are available; the functions carry their own target attribute. */
+ * GCC intrinsics are available; the functions carry their own target attribute (AVX512, and
+ * AVX512_BF16 for the bf16 kernels). */
 #ifndef STOPCAL_AVX512_MATH_H
 #define STOPCAL_AVX512_MATH_H
 
 #include "fastmath.h"
 
+/* STOPCAL_SIMULATE_AVX512 is the test-only build of these kernels for CPUs without AVX-512
+ * (kernels/emu/avx512_simulated.h): the same sources on simulated instructions, compiled for AVX2. The
+ * product never defines it. */
+#ifdef STOPCAL_SIMULATE_AVX512
+#include "avx512_simulated.h"
+#define AVX512
+#define AVX512_BF16
+#else
 #include <immintrin.h>
-
 #define AVX512 __attribute__((target("avx512f")))
+#define AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
+#endif
 
 /* 2^x for x ≤ 0: x = n + f with |f| ≤ ½, 2^f by its Taylor series in f·ln2 to degree 7
  * (truncation < 6e-9, the form of fast_expf), scaled by 2^n with vscalefps, which also takes the

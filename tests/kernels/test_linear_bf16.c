@@ -7,7 +7,10 @@
  *     k past the 256-pair chunk, rows past an L3 super-block, an output stride wider than n;
  *   - the attention against attention_bf16_ref within a bound derived below, and closer to it than
  *     to the fp32 reference (so it really rounds what the reference rounds).
- * Without AVX512_BF16 the kernel parts print one line saying so and only the references run. */
+ * Without AVX512_BF16 the kernel parts print one line saying so and only the references run. Built
+ * against stopcal_kernels_avx512sim, the same checks run the product's kernel sources on the
+ * simulated instructions (kernels/emu/avx512_simulated.h), and the first one then checks that
+ * simulation against the reference. */
 #include "../check.h"
 
 #include "attention.h"
@@ -20,7 +23,7 @@
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
+#include "avx512_math.h" /* the instructions, or their simulation in the avx512sim build */
 #endif
 
 static unsigned long long rng = 2026;
@@ -81,8 +84,6 @@ static void test_reference_rounding(void)
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#define AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
-
 AVX512_BF16 static void hw_dpbf16(float *acc16, const uint32_t *a16, const uint32_t *b16)
 {
     const __m512 r = _mm512_dpbf16_ps(_mm512_loadu_ps(acc16), (__m512bh)_mm512_loadu_si512(a16),
