@@ -3,10 +3,14 @@
 # POST /v2/models/m/infer with one preprocessed image per request (binary FP32 pixels), with dynamic
 # batching (--max-batch 8) and without (--max-batch 1); throughput, p50 and p99 latency; and the
 # server's overhead over stopcal-infer on the same model with the same compute threads.
+# STOPCAL_BENCH_PRECISIONS="fp32 bf16" runs every point at each --precision (default fp32) and ends
+# with the ratio of each to the first; a precision the CPU cannot run (bf16 without AVX512_BF16) is
+# reported as refused, with stopcald's message, and skipped.
 # Needs wrk (Debian package 'wrk'). Usage: tests/bench/bench_server.sh [SECONDS_PER_POINT]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DUR=${1:-8}
+read -r -a PRECISIONS <<<"${STOPCAL_BENCH_PRECISIONS:-fp32}"
 BUILD_DIR=${BUILD_DIR:-build-bench-server}
 PY=${STOPCAL_PYTHON:-/usr/bin/python3}
 command -v wrk >/dev/null || { echo "bench_server: wrk not found (apt-get install wrk)" >&2; exit 2; }
@@ -49,13 +53,14 @@ to_ms() { # "1.23ms" | "456.00us" | "1.20s" → milliseconds
 
 # Per-image milliseconds of stopcal-infer at batch 1: (time for N images − time for 1) / (N − 1),
 # so that loading the model does not count.
-infer_ms() { # model name n
+infer_ms() { # model name n precision
   local t0 t1 t2
   t0=$(date +%s%N)
-  "$BUILD_DIR/server/stopcal-infer" --model "$1" --threads "$THREADS" --max-batch 1 --pixels "$WORK/$2_0.f32" >/dev/null
+  "$BUILD_DIR/server/stopcal-infer" --model "$1" --threads "$THREADS" --max-batch 1 --precision "$4" \
+    --pixels "$WORK/$2_0.f32" >/dev/null
   t1=$(date +%s%N)
-  "$BUILD_DIR/server/stopcal-infer" --model "$1" --threads "$THREADS" --max-batch 1 --pixels "$WORK"/"$2"_*.f32 \
-    >/dev/null
+  "$BUILD_DIR/server/stopcal-infer" --model "$1" --threads "$THREADS" --max-batch 1 --precision "$4" \
+    --pixels "$WORK"/"$2"_*.f32 >/dev/null
   t2=$(date +%s%N)
   awk -v a="$((t1 - t0))" -v b="$((t2 - t1))" -v n="$3" 'BEGIN { printf "%.3f", (b - a) / 1e6 / (n - 1) }'
 }
@@ -68,7 +73,8 @@ infer_stats() { # port
 }
 
 echo "bench_server: $(nproc) CPUs, $THREADS compute threads; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf "%-6s %-9s %5s %10s %9s %9s %7s\n" model batching conc "req/s" "p50_ms" "p99_ms" non2xx
+printf "%-6s %-5s %-9s %5s %10s %9s %9s %7s\n" model prec batching conc "req/s" "p50_ms" "p99_ms" non2xx
+declare -A RPS # "model prec batching conc" → req/s, for the ratios at the end
 for spec in tiny:56:1000 s112:112:40; do
   IFS=: read -r name size n_infer <<<"$spec"
   make_inputs "$name" "$size" "$n_infer"
@@ -80,18 +86,28 @@ local f = io.open("$WORK/$name.body", "rb")
 wrk.body = f:read("*a")
 f:close()
 EOF
+  for prec in "${PRECISIONS[@]}"; do
   declare -A P50 MODEL_MS
+  refused=
   for mb in 8 1; do
-    log="$WORK/server-$name-$mb.log"
+    log="$WORK/server-$name-$prec-$mb.log"
     "$BUILD_DIR/server/stopcald" --model "m=$WORK/$name.safetensors" --host 127.0.0.1 --port 0 \
-      --max-batch "$mb" --drain-grace-ms 0 --max-queue 256 2>"$log" &
+      --max-batch "$mb" --precision "$prec" --drain-grace-ms 0 --max-queue 256 2>"$log" &
     SERVER_PID=$!
     port=
     for _ in $(seq 300); do
       port=$(grep -o '"port":[0-9]*' "$log" | head -1 | cut -d: -f2 || true)
       [ -n "$port" ] && curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null && break
+      kill -0 "$SERVER_PID" 2>/dev/null || break # exited: refused this precision, or failed
       sleep 0.1
     done
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      wait "$SERVER_PID" || true
+      SERVER_PID=
+      refused=$(tail -n 3 "$log" | tr '\n' ' ')
+      printf "%-6s %-5s stopcald did not start: %s\n" "$name" "$prec" "$refused"
+      break
+    fi
     url="http://127.0.0.1:$port/v2/models/m/infer"
     for c in 1 8 32; do
       t=$(( c < 2 ? 1 : 2 ))
@@ -101,8 +117,10 @@ EOF
       p50=$(to_ms "$(echo "$out" | awk '$1 == "50%" { print $2 }')")
       p99=$(to_ms "$(echo "$out" | awk '$1 == "99%" { print $2 }')")
       bad=$(echo "$out" | awk '/Non-2xx/ { print $5 }')
-      printf "%-6s %-9s %5d %10.1f %9s %9s %7s\n" "$name" "$([ "$mb" = 1 ] && echo off || echo "max $mb")" \
-        "$c" "$rps" "$p50" "$p99" "${bad:-0}"
+      batching=$([ "$mb" = 1 ] && echo off || echo "max$mb")
+      printf "%-6s %-5s %-9s %5d %10.1f %9s %9s %7s\n" "$name" "$prec" "$batching" "$c" "$rps" "$p50" "$p99" \
+        "${bad:-0}"
+      RPS["$name $prec $batching $c"]=$rps
       if [ "$c" = 1 ]; then
         P50[$mb]=$p50
         # Mean forward-pass time per request during the concurrency-1 run (batch 1 there).
@@ -112,12 +130,28 @@ EOF
     done
     kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=
   done
-  ims=$(infer_ms "$WORK/$name.safetensors" "$name" "$n_infer")
-  printf "%-6s stopcal-infer batch 1, %d threads: %s ms/image; stopcald p50 at concurrency 1: %s ms" \
-    "$name" "$THREADS" "$ims" "${P50[1]}"
-  awk -v a="${P50[1]}" -v b="$ims" 'BEGIN { printf " (difference %.2f ms)\n", a - b }'
-  printf "%-6s server overhead beyond the model at concurrency 1 (p50 latency − mean forward pass inside stopcald): "\
-"%s − %s = " "$name" "${P50[1]}" "${MODEL_MS[1]}"
-  awk -v a="${P50[1]}" -v b="${MODEL_MS[1]}" 'BEGIN { printf "%.2f ms\n", a - b }'
+  if [ -z "$refused" ]; then
+    ims=$(infer_ms "$WORK/$name.safetensors" "$name" "$n_infer" "$prec")
+    printf "%-6s %-5s stopcal-infer batch 1, %d threads: %s ms/image; stopcald p50 at concurrency 1: %s ms" \
+      "$name" "$prec" "$THREADS" "$ims" "${P50[1]}"
+    awk -v a="${P50[1]}" -v b="$ims" 'BEGIN { printf " (difference %.2f ms)\n", a - b }'
+    printf "%-6s %-5s server overhead beyond the model at concurrency 1 %s: %s − %s = " "$name" "$prec" \
+      "(p50 latency − mean forward pass inside stopcald)" "${P50[1]}" "${MODEL_MS[1]}"
+    awk -v a="${P50[1]}" -v b="${MODEL_MS[1]}" 'BEGIN { printf "%.2f ms\n", a - b }'
+  fi
   unset P50 MODEL_MS
+  done
+done
+
+# Each further precision's throughput over the first's, point by point (where both ran).
+base=${PRECISIONS[0]}
+for prec in "${PRECISIONS[@]:1}"; do
+  for key in "${!RPS[@]}"; do
+    read -r name p batching c <<<"$key"
+    [ "$p" = "$base" ] || continue
+    other=${RPS["$name $prec $batching $c"]:-}
+    [ -n "$other" ] || continue
+    awk -v n="$name" -v b="$batching" -v c="$c" -v x="$other" -v y="${RPS[$key]}" -v p="$prec" -v q="$base" \
+      'BEGIN { printf "%-6s %-9s %5d  %s/%s req/s: %.2fx\n", n, b, c, p, q, x / y }'
+  done | sort
 done
