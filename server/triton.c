@@ -25,15 +25,21 @@ int triton_find_model(const struct batcher *e, const char *name, int *form)
     return m;
 }
 
+/* Whether `name` + suffix reaches this model's pixels view (a loaded name spelt the same hides it);
+ * the spelling in pix either way. */
+static int pixels_view_reaches(const struct batcher *e, int model, const char *name, char *pix, size_t len)
+{
+    snprintf(pix, len, "%s%s", name, TRITON_PIXELS_SUFFIX);
+    int form;
+    return triton_find_model(e, pix, &form) == model && form == TRITON_FORM_PIXELS;
+}
+
 static void both_views(const struct batcher *e, int model, const char *name,
                        void (*fn)(void *ctx, int model, int form, const char *name), void *ctx)
 {
     char pix[256];
     fn(ctx, model, TRITON_FORM_IMAGE, name);
-    snprintf(pix, sizeof pix, "%s%s", name, TRITON_PIXELS_SUFFIX);
-    int form;
-    /* A loaded model spelt like this view hides it (triton_find_model): do not offer it. */
-    if (triton_find_model(e, pix, &form) == model && form == TRITON_FORM_PIXELS)
+    if (pixels_view_reaches(e, model, name, pix, sizeof pix))
         fn(ctx, model, TRITON_FORM_PIXELS, pix);
 }
 
@@ -48,16 +54,37 @@ void triton_each_view(const struct batcher *e, void (*fn)(void *ctx, int model, 
     }
 }
 
+/* The pixels view's canonical name: the model's name + suffix, or where another loaded name is
+ * spelt so, the first alias + suffix that still reaches the view, so that an answer never carries
+ * a name that means another model. −1 when no spelling reaches it. */
+static int pixels_view_name(const struct batcher *e, int model, char *out, size_t len)
+{
+    const struct batcher_model_info *m = batcher_model(e, model);
+    if (pixels_view_reaches(e, model, m->name, out, len))
+        return 0;
+    for (int k = 0; k < m->n_aliases; k++)
+        if (pixels_view_reaches(e, model, m->aliases[k], out, len))
+            return 0;
+    return -1;
+}
+
 void triton_each_canonical_view(const struct batcher *e,
                                 void (*fn)(void *ctx, int model, int form, const char *name), void *ctx)
 {
-    for (int i = 0; i < batcher_model_count(e); i++)
-        both_views(e, i, batcher_model(e, i)->name, fn, ctx);
+    char pix[256];
+    for (int i = 0; i < batcher_model_count(e); i++) {
+        fn(ctx, i, TRITON_FORM_IMAGE, batcher_model(e, i)->name);
+        if (pixels_view_name(e, i, pix, sizeof pix) == 0)
+            fn(ctx, i, TRITON_FORM_PIXELS, pix);
+    }
 }
 
 void triton_view_name(const struct batcher *e, int model, int form, char *out, size_t len)
 {
-    snprintf(out, len, "%s%s", batcher_model(e, model)->name, form == TRITON_FORM_PIXELS ? TRITON_PIXELS_SUFFIX : "");
+    if (form != TRITON_FORM_PIXELS)
+        snprintf(out, len, "%s", batcher_model(e, model)->name);
+    else if (pixels_view_name(e, model, out, len) != 0) /* unreachable by name: never asked for */
+        snprintf(out, len, "%s%s", batcher_model(e, model)->name, TRITON_PIXELS_SUFFIX);
 }
 
 int triton_check_version(const char *name, const char *version, char *err, size_t errlen)

@@ -37,7 +37,9 @@ void triton_each_view(const struct batcher *e, void (*fn)(void *ctx, int model, 
 void triton_each_canonical_view(const struct batcher *e,
                                 void (*fn)(void *ctx, int model, int form, const char *name), void *ctx);
 
-/* The canonical name of a view: the model's name, with TRITON_PIXELS_SUFFIX for the pixels view. */
+/* The canonical name of a view: the model's name, with TRITON_PIXELS_SUFFIX for the pixels view;
+ * where another loaded model is named that, the first alias that still reaches the pixels view,
+ * with the suffix (so m's pixels view is "x_pixels" beside a model called "m_pixels"). */
 void triton_view_name(const struct batcher *e, int model, int form, char *out, size_t len);
 
 /* The version a request names (NULL or "": none, the one version): 0 when it is served, else −1

@@ -184,6 +184,32 @@ def http_tests():
         every = [m["name"] for m in c.get_inference_statistics()["model_stats"]]
         check(every == ["a", "a_pixels", "b", "b_pixels"], every)
 
+    def test_a_model_named_like_a_pixels_view_keeps_that_name():
+        """Beside a model literally named 'a_pixels', model a (alias x) keeps its pixels view as
+        'x_pixels': every answer about that view calls it so, never by the other model's name."""
+        other = Server(A.stopcald, ["a=" + A.model_a, "a_pixels=" + A.model_b], "--alias", "x=a")
+        oc = client_for(other)
+        try:
+            md = oc.get_model_metadata("x_pixels")
+            check(md["name"] == "x_pixels" and [i["name"] for i in md["inputs"]] == ["pixels"], md)
+            mine = oc.get_model_metadata("a_pixels")  # the loaded model's own (image) view
+            check(mine["name"] == "a_pixels" and [i["name"] for i in mine["inputs"]] == ["image"], mine)
+            check(oc.get_model_config("x_pixels")["name"] == "x_pixels", oc.get_model_config("x_pixels"))
+            r = oc.infer("x_pixels", inputs_for(md, 1))
+            check(r.get_response()["model_name"] == "x_pixels", r.get_response())
+            got = float(r.as_numpy("continue_score").reshape(-1)[0])
+            check(abs(got - want_pix["t0.f32"]["continue_score"]) <= TOL, (got, want_pix["t0.f32"]))
+            names = sorted(m["name"] for m in oc.get_model_repository_index())
+            check(names == ["a", "a_pixels", "a_pixels_pixels", "x", "x_pixels"], names)
+            stats = sorted(s["name"] for s in oc.get_inference_statistics()["model_stats"])
+            check(stats == ["a", "a_pixels", "a_pixels_pixels", "x_pixels"], stats)
+            doc = curl(other.url("/v1/models")).json()
+            check({m["name"]: m["v2_models"] for m in doc["models"]} ==
+                  {"a": ["a", "x", "x_pixels"], "a_pixels": ["a_pixels", "a_pixels_pixels"]}, doc)
+        finally:
+            oc.close()
+            check(other.stop() == 0, "stopcald (a and a_pixels) exit status")
+
     def test_server_metadata_lists_the_extensions():
         md = c.get_server_metadata()
         check({"binary_tensor_data", "model_configuration", "statistics"} <= set(md["extensions"]), md)
@@ -191,6 +217,7 @@ def http_tests():
     rc = run_tests([test_model_config_as_perf_analyzer_reads_it, test_repository_index_lists_every_view_and_alias,
                     test_unknown_version_is_404_on_every_model_route,
                     test_metadata_then_infer_with_every_listed_input_on_both_views, test_statistics_move_after_infers,
+                    test_a_model_named_like_a_pixels_view_keeps_that_name,
                     test_server_metadata_lists_the_extensions], 240)
     c.close()
     if srv.stop() != 0:
