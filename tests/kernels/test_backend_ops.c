@@ -367,6 +367,10 @@ static void run_all_ops(struct backend *be, const struct backend_case *bc)
     test_attention(be, bc, 1, 1, 1);
     test_attention(be, bc, 2, 37, 2);
     test_attention(be, bc, 1, 70, 1);
+    /* longer sequences: many row tiles per head split across threads, K and V past L1 (and, at
+     * 1,100 tokens, 563 KB: past a Zen 3's L2), a last panel half used (304 and 1104 score keys) */
+    test_attention(be, bc, 1, 300, 2);
+    test_attention(be, bc, 1, 1100, 1);
     test_attention_probs(be, bc, 2, 37, 3, 1, 0);  /* the CLS rows, per head */
     test_attention_probs(be, bc, 1, 70, 2, 70, 1); /* whole matrices, head mean (rollout) */
     test_attention_probs(be, bc, 2, 21, 1, 5, 0);
