@@ -7,7 +7,7 @@ held-out fields, export to the stopcal format, write the example FITS files and 
 One command, fixed seed, CPU only (torch.set_num_threads(--threads), 1 by default: the machine
 is shared); about 11 minutes here (2.5 simulating 2,400 images, 8 training). Outputs, next to this
 file unless --out says otherwise:
-    stopcal-demo.safetensors   the model (stopcal format v1, F32)
+    stopcal-demo.safetensors   the model (stopcal format v3, F32)
     MODEL_CARD.md              data, split, metrics, sha256 (--card-only rewrites it from the log)
     training_log.json          everything the card says, plus the per-epoch history
     examples/*.fits            small simulated images with their expected decisions
@@ -333,9 +333,9 @@ images mean nothing. For science use the published Leiden/SURF model, converted 
 
 ## File
 
-- `models/demo/stopcal-demo.safetensors` — stopcal model format v1, all tensors F32,
-  {info['file_bytes']:,} bytes
-- sha256 `{info['sha256']}`
+- `models/demo/stopcal-demo.safetensors` — stopcal model format v3 (its tensor data SHA-256
+  recorded, so a corrupted copy is refused), all tensors F32, {info['file_bytes']:,} bytes
+- sha256 `{info['sha256']}`{(chr(10) + "- " + info['rewritten']) if info.get('rewritten') else ""}
 - the service's default model; `tests/demo` checks this sha256, the engine's parity with PyTorch on
   the example images and the expected decisions.
 
