@@ -390,7 +390,7 @@ static void answer_v2(struct job *j)
                             "model_version", TRITON_MODEL_VERSION, "outputs", outputs, "parameters", "request_id",
                             j->rq->request_id, "stopcal_version", STOPCAL_VERSION, "model_sha256", m->sha256,
                             "model_file_version", m->config.version, "threshold", j->threshold, "precision",
-                            m->precision ? m->precision : "fp32");
+                            m->precision);
     if (doc && j->v2_id)
         json_object_set(doc, "id", j->v2_id);
     char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;

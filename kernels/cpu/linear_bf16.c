@@ -43,9 +43,10 @@ int linear_bf16_supported(void)
 {
 #ifdef STOPCAL_SIMULATE_AVX512 /* the test build on simulated instructions (cpu_isa.c) */
     return 1;
-#endif
+#else
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512bf16");
+#endif
 }
 
 void linear_bf16_round_rows(uint32_t *dst, const float *src, int m, int k, int lda)

@@ -9,7 +9,6 @@
 #include <stddef.h>
 #include <string.h>
 
-
 /* The pair at a (two bf16 in one word), in every lane: vdpbf16ps takes it as a {1to16} operand. */
 AVX512_BF16 static inline __m512bh broadcast_pair(const uint32_t *a)
 {

@@ -348,8 +348,7 @@ static void answer(struct rjob *j)
     Inference__InferParameter pv[N_PARAMS];
     Inference__ModelInferResponse__ParametersEntry pe[N_PARAMS], *params[N_PARAMS];
     const char *keys[N_PARAMS] = {"request_id", "model_sha256", "stopcal_version", "precision", "threshold"};
-    const char *svals[N_PARAMS - 1] = {j->req->request_id, mi->sha256, STOPCAL_VERSION,
-                                       mi->precision ? mi->precision : "fp32"};
+    const char *svals[N_PARAMS - 1] = {j->req->request_id, mi->sha256, STOPCAL_VERSION, mi->precision};
     for (int i = 0; i < N_PARAMS; i++) {
         inference__infer_parameter__init(&pv[i]);
         if (i < N_PARAMS - 1) {

@@ -87,59 +87,59 @@ wrk.body = f:read("*a")
 f:close()
 EOF
   for prec in "${PRECISIONS[@]}"; do
-  declare -A P50 MODEL_MS
-  refused=
-  for mb in 8 1; do
-    log="$WORK/server-$name-$prec-$mb.log"
-    "$BUILD_DIR/server/stopcald" --model "m=$WORK/$name.safetensors" --host 127.0.0.1 --port 0 \
-      --max-batch "$mb" --precision "$prec" --drain-grace-ms 0 --max-queue 256 2>"$log" &
-    SERVER_PID=$!
-    port=
-    for _ in $(seq 300); do
-      port=$(grep -o '"port":[0-9]*' "$log" | head -1 | cut -d: -f2 || true)
-      [ -n "$port" ] && curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null && break
-      kill -0 "$SERVER_PID" 2>/dev/null || break # exited: refused this precision, or failed
-      sleep 0.1
-    done
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-      wait "$SERVER_PID" || true
-      SERVER_PID=
-      refused=$(tail -n 3 "$log" | tr '\n' ' ')
-      printf "%-6s %-5s stopcald did not start: %s\n" "$name" "$prec" "$refused"
-      break
-    fi
-    url="http://127.0.0.1:$port/v2/models/m/infer"
-    for c in 1 8 32; do
-      t=$(( c < 2 ? 1 : 2 ))
-      [ "$c" = 1 ] && before=$(infer_stats "$port")
-      out=$(wrk -t "$t" -c "$c" -d "${DUR}s" --timeout 30s --latency -s "$WORK/post.lua" "$url")
-      rps=$(echo "$out" | awk '/Requests\/sec/ { print $2 }')
-      p50=$(to_ms "$(echo "$out" | awk '$1 == "50%" { print $2 }')")
-      p99=$(to_ms "$(echo "$out" | awk '$1 == "99%" { print $2 }')")
-      bad=$(echo "$out" | awk '/Non-2xx/ { print $5 }')
-      batching=$([ "$mb" = 1 ] && echo off || echo "max$mb")
-      printf "%-6s %-5s %-9s %5d %10.1f %9s %9s %7s\n" "$name" "$prec" "$batching" "$c" "$rps" "$p50" "$p99" \
-        "${bad:-0}"
-      RPS["$name $prec $batching $c"]=$rps
-      if [ "$c" = 1 ]; then
-        P50[$mb]=$p50
-        # Mean forward-pass time per request during the concurrency-1 run (batch 1 there).
-        MODEL_MS[$mb]=$(echo "$before $(infer_stats "$port")" |
-          awk '{ if ($4 > $2) printf "%.3f", ($3 - $1) / ($4 - $2) * 1000; else print "nan" }')
+    declare -A P50 MODEL_MS
+    refused=
+    for mb in 8 1; do
+      log="$WORK/server-$name-$prec-$mb.log"
+      "$BUILD_DIR/server/stopcald" --model "m=$WORK/$name.safetensors" --host 127.0.0.1 --port 0 \
+        --max-batch "$mb" --precision "$prec" --drain-grace-ms 0 --max-queue 256 2>"$log" &
+      SERVER_PID=$!
+      port=
+      for _ in $(seq 300); do
+        port=$(grep -o '"port":[0-9]*' "$log" | head -1 | cut -d: -f2 || true)
+        [ -n "$port" ] && curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null && break
+        kill -0 "$SERVER_PID" 2>/dev/null || break # exited: refused this precision, or failed
+        sleep 0.1
+      done
+      if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        wait "$SERVER_PID" || true
+        SERVER_PID=
+        refused=$(tail -n 3 "$log" | tr '\n' ' ')
+        printf "%-6s %-5s stopcald did not start: %s\n" "$name" "$prec" "$refused"
+        break
       fi
+      url="http://127.0.0.1:$port/v2/models/m/infer"
+      for c in 1 8 32; do
+        t=$(( c < 2 ? 1 : 2 ))
+        [ "$c" = 1 ] && before=$(infer_stats "$port")
+        out=$(wrk -t "$t" -c "$c" -d "${DUR}s" --timeout 30s --latency -s "$WORK/post.lua" "$url")
+        rps=$(echo "$out" | awk '/Requests\/sec/ { print $2 }')
+        p50=$(to_ms "$(echo "$out" | awk '$1 == "50%" { print $2 }')")
+        p99=$(to_ms "$(echo "$out" | awk '$1 == "99%" { print $2 }')")
+        bad=$(echo "$out" | awk '/Non-2xx/ { print $5 }')
+        batching=$([ "$mb" = 1 ] && echo off || echo "max$mb")
+        printf "%-6s %-5s %-9s %5d %10.1f %9s %9s %7s\n" "$name" "$prec" "$batching" "$c" "$rps" \
+          "$p50" "$p99" "${bad:-0}"
+        RPS["$name $prec $batching $c"]=$rps
+        if [ "$c" = 1 ]; then
+          P50[$mb]=$p50
+          # Mean forward-pass time per request during the concurrency-1 run (batch 1 there).
+          MODEL_MS[$mb]=$(echo "$before $(infer_stats "$port")" |
+            awk '{ if ($4 > $2) printf "%.3f", ($3 - $1) / ($4 - $2) * 1000; else print "nan" }')
+        fi
+      done
+      kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=
     done
-    kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=
-  done
-  if [ -z "$refused" ]; then
-    ims=$(infer_ms "$WORK/$name.safetensors" "$name" "$n_infer" "$prec")
-    printf "%-6s %-5s stopcal-infer batch 1, %d threads: %s ms/image; stopcald p50 at concurrency 1: %s ms" \
-      "$name" "$prec" "$THREADS" "$ims" "${P50[1]}"
-    awk -v a="${P50[1]}" -v b="$ims" 'BEGIN { printf " (difference %.2f ms)\n", a - b }'
-    printf "%-6s %-5s server overhead beyond the model at concurrency 1 %s: %s − %s = " "$name" "$prec" \
-      "(p50 latency − mean forward pass inside stopcald)" "${P50[1]}" "${MODEL_MS[1]}"
-    awk -v a="${P50[1]}" -v b="${MODEL_MS[1]}" 'BEGIN { printf "%.2f ms\n", a - b }'
-  fi
-  unset P50 MODEL_MS
+    if [ -z "$refused" ]; then
+      ims=$(infer_ms "$WORK/$name.safetensors" "$name" "$n_infer" "$prec")
+      printf "%-6s %-5s stopcal-infer batch 1, %d threads: %s ms/image; %s: %s ms" "$name" "$prec" \
+        "$THREADS" "$ims" "stopcald p50 at concurrency 1" "${P50[1]}"
+      awk -v a="${P50[1]}" -v b="$ims" 'BEGIN { printf " (difference %.2f ms)\n", a - b }'
+      printf "%-6s %-5s server overhead beyond the model at concurrency 1 %s: %s − %s = " "$name" "$prec" \
+        "(p50 latency − mean forward pass inside stopcald)" "${P50[1]}" "${MODEL_MS[1]}"
+      awk -v a="${P50[1]}" -v b="${MODEL_MS[1]}" 'BEGIN { printf "%.2f ms\n", a - b }'
+    fi
+    unset P50 MODEL_MS
   done
 done
 

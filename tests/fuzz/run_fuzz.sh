@@ -1,7 +1,8 @@
 #!/bin/sh
 # Build one libFuzzer target with clang (ASan + UBSan) and run it for a bounded time on a seed
-# corpus written by seeds.py (FITS files from tests/image/gen_fits.py for image). Exit 77 (ctest: skipped, with one line saying why) when clang or
-# its fuzzer runtime is missing; any crash, sanitizer report, leak or broken invariant fails.
+# corpus written by seeds.py (FITS files from tests/image/gen_fits.py for image). Exit 77 (ctest:
+# skipped, with one line saying why) when clang or its fuzzer runtime is missing; any crash,
+# sanitizer report, leak or broken invariant fails.
 # Usage: run_fuzz.sh TARGET REPO_ROOT WORKDIR [SECONDS] [PYTHON]
 #   TARGET: model | multipart | config | api_key | http (tests/fuzz/fuzz_TARGET.c), or image
 #   (tests/image/fuzz_image.c: FITS decode + preprocessing)
