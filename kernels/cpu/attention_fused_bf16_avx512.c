@@ -35,12 +35,6 @@ AVX512_BF16 static inline __m512i round32(__m512 lo, __m512 hi)
     return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
 
-/* 16 bf16 (as from vcvtneps2bf16) widened back to fp32. */
-AVX512_BF16 static inline __m512 widen16(__m256bh h)
-{
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)h), 16));
-}
-
 AVX512_BF16 static void pack_head(float *kp_f, float *vp_f, const float *k, const float *v,
                                   int tokens, int qkv_stride)
 {
@@ -137,22 +131,41 @@ static inline __mmask16 valid_mask(int j, int tokens)
 }
 
 /* In place: the row's first keys/2 words ← bf16 pairs of 2^(s − max) over the first `tokens`
- * entries (0 past them); returns 1/Σ of the rounded values. Each 16-float group is read before
- * its 8 words are written over the row's first half, which lies behind it. */
+ * entries (0 past them); returns 1/Σ of the rounded values. 32 floats at a time: one vcvtne2ps2bf16
+ * rounds them into 16 words, and one vdpbf16ps against pairs of 1.0 adds the rounded values into
+ * the sum, exactly as P·V will weigh them (its flushing of bf16 denormals included). Each group is
+ * read before its 16 words are written over the row's first half, which lies behind it (the last
+ * group's words still end inside the row: j/2 + 16 ≤ keys). Only the last groups, which reach
+ * past the real keys, are masked. */
 AVX512_BF16 static float softmax_row_bf16(float *s, int tokens, int keys)
 {
+    (void)keys; /* the loads stop at `tokens`; the stores stay inside the row, as shown above */
     __m512 vmax = _mm512_set1_ps(-INFINITY);
-    for (int j = 0; j < keys; j += 16)
+    int j = 0;
+    for (; j + 16 <= tokens; j += 16)
+        vmax = _mm512_max_ps(vmax, _mm512_load_ps(s + j));
+    if (j < tokens)
         vmax = _mm512_mask_max_ps(vmax, valid_mask(j, tokens), vmax, _mm512_load_ps(s + j));
     const __m512 max = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+    const __m512bh ones = (__m512bh)_mm512_set1_epi32(0x3F803F80); /* (1.0, 1.0) in bf16 */
     __m512 vsum = _mm512_setzero_ps();
     uint32_t *w = (uint32_t *)s;
-    for (int j = 0; j < keys; j += 16) {
-        const __m512 e = _mm512_maskz_mov_ps(valid_mask(j, tokens),
-                                             exp2_nonpositive(_mm512_sub_ps(_mm512_load_ps(s + j), max)));
-        const __m256bh h = _mm512_cvtneps_pbh(e);
-        vsum = _mm512_add_ps(vsum, widen16(h));
-        _mm256_storeu_si256((__m256i *)(w + j / 2), (__m256i)h);
+    for (j = 0; j + 32 <= tokens; j += 32) {
+        const __m512 e0 = exp2_nonpositive_bf16(_mm512_sub_ps(_mm512_load_ps(s + j), max));
+        const __m512 e1 = exp2_nonpositive_bf16(_mm512_sub_ps(_mm512_load_ps(s + j + 16), max));
+        const __m512bh h = _mm512_cvtne2ps_pbh(e1, e0);
+        vsum = _mm512_dpbf16_ps(vsum, h, ones);
+        _mm512_store_si512(w + j / 2, (__m512i)h);
+    }
+    for (; j < tokens; j += 32) { /* the ragged end: keys past `tokens` are 0, s past keys unread */
+        const __mmask16 m0 = valid_mask(j, tokens), m1 = valid_mask(j + 16, tokens);
+        const __m512 e0 = _mm512_maskz_mov_ps(
+            m0, exp2_nonpositive_bf16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m0, s + j), max)));
+        const __m512 e1 = _mm512_maskz_mov_ps(
+            m1, exp2_nonpositive_bf16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m1, s + j + 16), max)));
+        const __m512bh h = _mm512_cvtne2ps_pbh(e1, e0);
+        vsum = _mm512_dpbf16_ps(vsum, h, ones);
+        _mm512_store_si512(w + j / 2, (__m512i)h);
     }
     return 1.0f / _mm512_reduce_add_ps(vsum);
 }

@@ -40,6 +40,31 @@ AVX512 static inline __m512 exp2_nonpositive(__m512 x)
     return _mm512_scalef_ps(p, n);
 }
 
+/* 2^x for x ≤ 0 for the bf16 kernels, whose results are rounded to bf16 (a relative step of
+ * 2^-8) before anything reads them: 2^f on |f| ≤ ½ by a degree-5 polynomial fitted for relative
+ * error (a Lawson-weighted least-squares fit with p(0) = 1 exactly; max relative error 1.9e-7
+ * evaluated in fp32, against fp32's own 6e-8 step), two multiply-adds fewer than the degree-7
+ * series above, which the fp32 kernels keep. */
+#define EXP2_BF16_C1 6.9314697759658880e-01f
+#define EXP2_BF16_C2 2.4022242081843076e-01f
+#define EXP2_BF16_C3 5.5507337456459140e-02f
+#define EXP2_BF16_C4 9.6715128621907110e-03f
+#define EXP2_BF16_C5 1.3264727080073118e-03f
+
+AVX512 static inline __m512 exp2_nonpositive_bf16(__m512 x)
+{
+    x = _mm512_max_ps(x, _mm512_set1_ps(-150.0f));
+    __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(x, n);
+    __m512 p = _mm512_set1_ps(EXP2_BF16_C5);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_BF16_C4));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_BF16_C3));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_BF16_C2));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_BF16_C1));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
 /* Exact-erf GELU, 0.5·x·(1 + erf(x/√2)), with erf in the Abramowitz & Stegun 7.1.26 form of
  * fast_erff (absolute error < 2e-7); its 1/(1 + p·|z|) by vrcp14ps and one Newton step
  * (relative error ~4e-9) instead of a division. */

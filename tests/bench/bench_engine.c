@@ -370,7 +370,7 @@ static void print_breakdown(struct backend *be, const struct model_config *c, in
     for (int i = 0; i < D; i++)
         lnw[i] += 1.0f;
     const struct backend_ops *ops = be->ops;
-    const int packed = gemm_isa != CPU_ISA_NONE;
+    const int packed = gemm_isa != CPU_ISA_NONE, bf16 = be->precision == BACKEND_BF16;
 
     enum { N_OPS = 13 };
     struct op_time t[N_OPS];
@@ -378,18 +378,24 @@ static void print_breakdown(struct backend *be, const struct model_config *c, in
     const double r = rows, d = D, f = F, tt = T;
     /* Lines starting with a space are shown for comparison and not added to the block's sum. */
     TIME_OP(t[n++], "layernorm (×2)", 0, layernorm_forward_cpu(h, x, lnw, bias, rows, D, D, 1e-6f));
-    TIME_OP(t[n++], !packed ? "qkv linear (OpenBLAS)"
+    TIME_OP(t[n++], bf16 ? "qkv linear (bf16 kernel, input rounding included)"
+                    : !packed ? "qkv linear (OpenBLAS)"
                     : gemm_isa == CPU_ISA_AVX2 ? "qkv linear (packed AVX2 kernel)"
                                                : "qkv linear (packed kernel)",
             2 * r * d * 3 * d,
             ops->linear(be, wbuf, h, qkv_wb, bias, rows, 3 * D, D, EPILOGUE_NONE));
-    /* The attention op as the engine runs it, then the portable BLAS form beside it and each of
-     * that form's two GEMMs alone, run as it runs them. */
-    TIME_OP(t[n++], att_isa == CPU_ISA_NONE ? "attention (BLAS form)"
-                    : att_isa == CPU_ISA_AVX2 ? "attention (fused AVX2 kernel)"
-                                              : "attention (fused AVX-512 kernel)",
-            4 * batch * tt * tt * d,
-            attention_forward_cpu(att_isa, att, wbuf, batch, T, H, scores, score_floats));
+    /* The attention op as the engine runs it (at bf16 through the backend, which owns that
+     * kernel's scratch), then the portable fp32 BLAS form beside it and each of that form's two
+     * GEMMs alone, run as it runs them. */
+    if (bf16)
+        TIME_OP(t[n++], "attention (fused bf16 kernel)", 4 * batch * tt * tt * d,
+                ops->attention(be, att, wbuf, batch, T, H));
+    else
+        TIME_OP(t[n++], att_isa == CPU_ISA_NONE ? "attention (BLAS form)"
+                        : att_isa == CPU_ISA_AVX2 ? "attention (fused AVX2 kernel)"
+                                                  : "attention (fused AVX-512 kernel)",
+                4 * batch * tt * tt * d,
+                attention_forward_cpu(att_isa, att, wbuf, batch, T, H, scores, score_floats));
     TIME_OP(t[n++], "  attention, BLAS form", 4 * batch * tt * tt * d,
             attention_forward_cpu(CPU_ISA_NONE, att, wbuf, batch, T, H, scores, score_floats));
     TIME_OP(t[n++], "    of which Q·Kᵀ sgemm", 2 * batch * tt * tt * d,

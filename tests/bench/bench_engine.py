@@ -498,8 +498,7 @@ def main(argv=None):
                         engine = "ours" if prec == "fp32" else "ours-bf16"
                         if engine in rb and "unavailable" in rb[engine]:
                             continue
-                        breakdown = rnd == 0 and b == 1 and case in args.breakdown.split(",") \
-                            and prec == "fp32"
+                        breakdown = rnd == 0 and b == 1 and case in args.breakdown.split(",")
                         env = dict(os.environ, STOPCAL_PRECISION=prec)
                         try:
                             res = run_json([args.exe, "--model", model, "--pixels", pixels, "--batch",
@@ -596,18 +595,20 @@ def cpu_model():
     return platform.machine()
 
 
-def render_breakdown(raw, cases):
-    """Where one pass of ours goes: each op of a block timed alone (bench_engine --breakdown)."""
-    rows = [(c, raw["cases"][c]["batches"][b]["ours"]) for c in cases
-            for b in raw["cases"][c]["batches"] if "breakdown" in raw["cases"][c]["batches"][b]["ours"]]
+def render_breakdown(raw, cases, engine):
+    """Where one pass of ours (engine: ours or ours-bf16) goes: each op of a block timed alone
+    (bench_engine --breakdown)."""
+    rows = [(c, raw["cases"][c]["batches"][b][engine]) for c in cases
+            for b in raw["cases"][c]["batches"]
+            if "breakdown" in raw["cases"][c]["batches"][b].get(engine, {})]
     if not rows:
         return []
     head = [c for c, _ in rows]
-    out = ["", "Where our batch-1 pass goes: each operation of a block timed alone, as the CPU "
-           "backend runs it, at the model's shapes with random data (best call × blocks; % of the "
-           "measured pass; GFLOP/s for GEMMs). Indented rows are not counted in the sum: the "
-           "portable BLAS attention and its GEMMs, fc1 without its fused GELU, and OpenBLAS's "
-           "sgemm at the fc1 shape, for comparison.", "",
+    out = ["", f"Where our {ENGINE_LABELS[engine].split()[-1]} batch-1 pass goes: each operation "
+           "of a block timed alone, as the CPU backend runs it, at the model's shapes with random "
+           "data (best call × blocks; % of the measured pass; GFLOP/s for GEMMs). Indented rows "
+           "are not counted in the sum: the portable fp32 BLAS attention and its GEMMs, fc1 "
+           "without its fused GELU, and OpenBLAS's sgemm at the fc1 shape, for comparison.", "",
            "| op | " + " | ".join(f"{c}: ms/pass (%, GFLOP/s)" for c in head) + " |",
            "|---|" + "---|" * len(head)]
     ops = [x["op"] for x in rows[0][1]["breakdown"]]
@@ -745,7 +746,7 @@ def render(raw, cases, batches, peers):
                 for peer in peers if "peak_rss_mib" in raw["cases"][c]["batches"][b].get(peer, {}))
             for c in cases for b in batches) + ".",
     ] + (["Same pixels through every engine: " + "; ".join(notes) + "."] if notes else []) \
-        + render_breakdown(raw, cases)
+        + render_breakdown(raw, cases, "ours") + render_breakdown(raw, cases, "ours-bf16")
     return "\n".join(lines) + "\n"
 
 
