@@ -97,6 +97,16 @@ struct backend_ops {
      * u·cos + rotate_half(u)·sin with the angles tiled twice. table (T − prefix, 64) fp32, a
      * WEIGHT_VECTOR upload (kernels/rope_table.c). v is untouched. */
     int (*rope)(struct backend *be, void *qkv, const void *table, int batch, int tokens, int heads, int prefix);
+
+    /* Optional, NULL where GEMMs read their fp32 inputs as stored (and the engine then shares
+     * activation buffers as it always did). A buffer of rows × cols activations that only linear
+     * reads, as its `in` (k = cols): linear, layernorm, attention and swiglu may write it (n, dim,
+     * H·64 or hidden = cols), and download returns its values as fp32; other ops refuse it. A
+     * backend whose GEMMs read their own operand form keeps it in that form (the CPU at bf16: rows
+     * of bf16 pairs, each value rounded as it is written, exactly as the reading GEMM would round
+     * it), so the fp32 activation is never written out and read back. be->gemm_inputs_apart says
+     * whether it differs from alloc. */
+    void *(*alloc_gemm_input)(struct backend *be, size_t rows, size_t cols);
 };
 
 /* The arithmetic a backend computes the forward pass in, chosen once when it is created. FP32:
@@ -114,6 +124,9 @@ struct backend {
     const struct backend_ops *ops;
     void *ctx;
     enum backend_precision precision; /* what this backend computes in (set by its constructor) */
+    /* 1: ops->alloc_gemm_input buffers hold a form of their own (not the fp32 of alloc), so the
+     * engine gives GEMM inputs buffers apart from the fp32 activations; 0: it need not */
+    int gemm_inputs_apart;
     char error[256];
 };
 

@@ -19,12 +19,15 @@ void vit_release_activations(struct vit *v)
 {
     if (v->be->ops->graph_forget) /* recorded passes point at these buffers */
         v->be->ops->graph_forget(v->be, v);
-    void **bufs[] = {&v->pixels, &v->x, &v->h, &v->attn, &v->wide, &v->gated, &v->cls_norm,
-                     &v->head_hidden, &v->logits};
+    if (!v->gemm_inputs_apart) /* aliases of h and wide, released with them */
+        v->normed = v->hidden = NULL;
+    void **bufs[] = {&v->pixels, &v->x, &v->h, &v->wide, &v->normed, &v->attn, &v->hidden,
+                     &v->gated, &v->cls_norm, &v->head_hidden, &v->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) {
         v->be->ops->release(v->be, *bufs[i]);
         *bufs[i] = NULL;
     }
+    v->gemm_inputs_apart = 0;
     v->max_batch = 0;
     v->image_size = 0;
 }
@@ -97,30 +100,41 @@ int vit_reserve(struct vit *v, int max_batch, int image_size, char *err, size_t 
     vit_release_activations(v);
     const size_t B = (size_t)max_batch, T = (size_t)vit_tokens(v, image_size), D = (size_t)c->embed_dim;
     const size_t F = (size_t)c->ffn_hidden_dim, S = (size_t)image_size;
+    const int apart = v->be->ops->alloc_gemm_input && v->be->gemm_inputs_apart;
+    const int mlp = c->ffn == MODEL_FFN_MLP;
     size_t wide = 3 * D;
-    size_t ffn_in = c->ffn == MODEL_FFN_MLP ? F : 2 * F;
+    size_t ffn_in = !mlp ? 2 * F : apart ? 0 : F; /* an MLP's fc1 output apart: in hidden */
     if (ffn_in > wide)
         wide = ffn_in;
-    struct { void **buf; size_t n; } plan[] = {
-        {&v->pixels, B * 3 * S * S},
-        {&v->x, B * T * D},
-        {&v->h, B * T * D},
-        {&v->attn, B * T * D},
-        {&v->wide, B * T * wide},
-        {&v->gated, c->ffn == MODEL_FFN_SWIGLU ? B * T * F : 0},
-        {&v->cls_norm, B * D},
-        {&v->head_hidden, B * (size_t)c->head_hidden_dim},
-        {&v->logits, B},
+    /* cols 0: an fp32 buffer of n values; else a GEMM input of n / cols rows of cols. */
+    struct { void **buf; size_t n, cols; } plan[] = {
+        {&v->pixels, B * 3 * S * S, 0},
+        {&v->x, B * T * D, 0},
+        {&v->h, B * T * D, 0},
+        {&v->wide, B * T * wide, 0},
+        {&v->normed, apart ? B * T * D : 0, D},
+        {&v->attn, B * T * D, apart ? D : 0},
+        {&v->hidden, apart && mlp ? B * T * F : 0, F},
+        {&v->gated, !mlp ? B * T * F : 0, apart ? F : 0},
+        {&v->cls_norm, B * D, 0},
+        {&v->head_hidden, B * (size_t)c->head_hidden_dim, 0},
+        {&v->logits, B, 0},
     };
+    v->gemm_inputs_apart = apart;
     for (size_t i = 0; i < sizeof plan / sizeof *plan; i++) {
         if (plan[i].n == 0)
             continue;
-        *plan[i].buf = v->be->ops->alloc(v->be, plan[i].n);
+        *plan[i].buf = plan[i].cols ? v->be->ops->alloc_gemm_input(v->be, plan[i].n / plan[i].cols, plan[i].cols)
+                                    : v->be->ops->alloc(v->be, plan[i].n);
         if (!*plan[i].buf) {
             vit_release_activations(v);
             return error_set(err, errlen, BACKEND_ENOMEM, "reserving batch %d at %d px: %s", max_batch,
                         image_size, v->be->error);
         }
+    }
+    if (!apart) {
+        v->normed = v->h;
+        v->hidden = v->wide;
     }
     v->max_batch = max_batch;
     v->image_size = image_size;
@@ -186,10 +200,10 @@ static int forward_pass(struct vit *v, int batch, int image_size, struct explain
         for (int s = 0; s < v->n_steps[FAMILY_BLOCK]; s++) {
             switch (v->steps[FAMILY_BLOCK][s]) {
             case STEP_NORM1:
-                TRY(ops->layernorm(be, v->h, v->x, b->norm1_w, b->norm1_b, rows, D, D, eps));
+                TRY(ops->layernorm(be, v->normed, v->x, b->norm1_w, b->norm1_b, rows, D, D, eps));
                 break;
             case STEP_QKV:
-                TRY(ops->linear(be, v->wide, v->h, b->qkv_w, b->qkv_b, rows, 3 * D, D, EPILOGUE_NONE));
+                TRY(ops->linear(be, v->wide, v->normed, b->qkv_w, b->qkv_b, rows, 3 * D, D, EPILOGUE_NONE));
                 break;
             case STEP_ROPE:
                 if (!ops->rope)
@@ -208,14 +222,14 @@ static int forward_pass(struct vit *v, int batch, int image_size, struct explain
                 TRY(ops->layerscale_residual(be, v->x, v->h, b->ls1, rows, D));
                 break;
             case STEP_NORM2:
-                TRY(ops->layernorm(be, v->h, v->x, b->norm2_w, b->norm2_b, rows, D, D, eps));
+                TRY(ops->layernorm(be, v->normed, v->x, b->norm2_w, b->norm2_b, rows, D, D, eps));
                 break;
             case STEP_FFN:
                 if (c->ffn == MODEL_FFN_MLP) {
-                    TRY(ops->linear(be, v->wide, v->h, b->ffn_in_w, b->ffn_in_b, rows, F, D, EPILOGUE_GELU));
-                    TRY(ops->linear(be, v->h, v->wide, b->ffn_out_w, b->ffn_out_b, rows, D, F, EPILOGUE_NONE));
+                    TRY(ops->linear(be, v->hidden, v->normed, b->ffn_in_w, b->ffn_in_b, rows, F, D, EPILOGUE_GELU));
+                    TRY(ops->linear(be, v->h, v->hidden, b->ffn_out_w, b->ffn_out_b, rows, D, F, EPILOGUE_NONE));
                 } else {
-                    TRY(ops->linear(be, v->wide, v->h, b->ffn_in_w, b->ffn_in_b, rows, 2 * F, D, EPILOGUE_NONE));
+                    TRY(ops->linear(be, v->wide, v->normed, b->ffn_in_w, b->ffn_in_b, rows, 2 * F, D, EPILOGUE_NONE));
                     TRY(ops->swiglu(be, v->gated, v->wide, rows, F));
                     TRY(ops->linear(be, v->h, v->gated, b->ffn_out_w, b->ffn_out_b, rows, D, F, EPILOGUE_NONE));
                 }

@@ -48,10 +48,16 @@ struct vit {
     int max_batch, image_size; /* what the buffers below are reserved for */
     void *pixels;   /* (B, 3, S, S) */
     void *x;        /* (B, T, D) residual stream */
-    void *h;        /* (B, T, D) normed input / sublayer output */
-    void *attn;     /* (B, T, D) */
+    void *h;        /* (B, T, D) sublayer output */
     void *wide;     /* (B, T, max(3D, F_in)) qkv, then the FFN's first projection */
-    void *gated;    /* (B, T, F) SwiGLU only */
+    /* GEMM inputs, each read only by a linear op: in buffers of their own (ops->alloc_gemm_input)
+     * where the backend keeps them in its GEMMs' form (be->gemm_inputs_apart), else fp32 with
+     * normed sharing h and hidden sharing wide as they always did. */
+    int gemm_inputs_apart;
+    void *normed;   /* (B, T, D) LayerNorm's output, read by qkv and the FFN's first linear */
+    void *attn;     /* (B, T, D) attention's output, read by proj */
+    void *hidden;   /* (B, T, F) MLP: GELU(fc1), read by fc2 */
+    void *gated;    /* (B, T, F) SwiGLU only: its output, read by the FFN's last linear */
     void *cls_norm; /* (B, D) */
     void *head_hidden; /* (B, H) */
     void *logits;   /* (B) */

@@ -5,6 +5,7 @@
 #include "cpu_isa.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Two implementations compute the same thing. BLAS (isa CPU_ISA_NONE): two OpenBLAS GEMMs around a
  * softmax, per block of query rows; runs anywhere. FUSED (CPU_ISA_AVX512 or CPU_ISA_AVX2): one
@@ -30,6 +31,10 @@ void attention_forward_cpu(enum cpu_isa isa, float *out, const float *qkv, int b
  * (attention_fused_bf16_avx512.c). Scratch as attention_scratch_floats_cpu(CPU_ISA_AVX512, T). */
 void attention_bf16_forward(float *out, const float *qkv, int batch, int tokens, int heads,
                             float *scratch, size_t scratch_floats);
+/* The same with out as rows of bf16 pairs ((B·T) rows of H·32 words), each output rounded as the
+ * bf16 GEMM that reads it would round it: for the output projection's input. */
+void attention_bf16_forward_to_bf16(uint32_t *out, const float *qkv, int batch, int tokens, int heads,
+                                    float *scratch, size_t scratch_floats);
 
 /* Per-thread scratch floats of each implementation. */
 size_t attention_blas_thread_floats(int tokens);

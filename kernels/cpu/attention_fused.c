@@ -73,8 +73,11 @@ static void run_rows(const struct attention_isa *isa, float *out, const float *q
             inv[r] = isa->softmax_row(s + (size_t)r * keys, tokens, keys);
         for (int r = rows; r < tile; r++) /* padding rows: zero probabilities, unused output */
             memset(s + (size_t)r * keys, 0, (size_t)keys * sizeof(float));
-        isa->values(out + ((size_t)b * tokens + row0) * dim + h * HEAD_DIM, dim, s, vp, inv, rows,
-                    tokens, keys);
+        const size_t at_out = ((size_t)b * tokens + row0) * dim + h * HEAD_DIM; /* dim, 64 even */
+        if (isa->out_pairs)
+            isa->values((float *)((uint32_t *)out + at_out / 2), dim / 2, s, vp, inv, rows, tokens, keys);
+        else
+            isa->values(out + at_out, dim, s, vp, inv, rows, tokens, keys);
         at += rows;
     }
 }
@@ -116,6 +119,15 @@ void attention_bf16_forward(float *out, const float *qkv, int batch, int tokens,
                 slots < 1 ? 1 : slots > (size_t)max ? max : (int)slots);
 }
 
+void attention_bf16_forward_to_bf16(uint32_t *out, const float *qkv, int batch, int tokens, int heads,
+                                    float *scratch, size_t scratch_floats)
+{
+    size_t slots = scratch_floats / attention_fused_thread_floats(tokens);
+    const int max = omp_get_max_threads();
+    run_threads(&attention_isa_avx512_bf16_pairs, (float *)out, qkv, batch, tokens, heads, scratch,
+                slots < 1 ? 1 : slots > (size_t)max ? max : (int)slots);
+}
+
 #else /* not x86-64 with GCC-style intrinsics: the portable implementation only */
 
 int attention_fused_has_kernel(enum cpu_isa isa) { (void)isa; return 0; }
@@ -130,6 +142,12 @@ void attention_fused_forward(enum cpu_isa isa, float *out, const float *qkv, int
 void attention_bf16_forward(float *out, const float *qkv, int batch, int tokens, int heads,
                             float *scratch, size_t scratch_floats)
 { /* never chosen: the bf16 precision needs linear_bf16_supported() */
+    (void)out, (void)qkv, (void)batch, (void)tokens, (void)heads, (void)scratch, (void)scratch_floats;
+}
+
+void attention_bf16_forward_to_bf16(uint32_t *out, const float *qkv, int batch, int tokens, int heads,
+                                    float *scratch, size_t scratch_floats)
+{ /* never chosen, as above */
     (void)out, (void)qkv, (void)batch, (void)tokens, (void)heads, (void)scratch, (void)scratch_floats;
 }
 

@@ -136,7 +136,8 @@ AVX2 static void tile_values(float *out, int out_stride, const float *restrict p
     }
 }
 
-const struct attention_isa attention_isa_avx2 = {"avx2", TILE_ROWS, pack_head, load_q, tile_scores,
-                                                 softmax_row_unnormalised, tile_values};
+const struct attention_isa attention_isa_avx2 = {
+    .name = "avx2", .tile_rows = TILE_ROWS, .out_pairs = 0, .pack_head = pack_head, .load_q = load_q,
+    .scores = tile_scores, .softmax_row = softmax_row_unnormalised, .values = tile_values};
 
 #endif

@@ -172,7 +172,8 @@ AVX512 static void load_q(float *qt, const float *q, int qkv_stride, int rows, f
                                      : _mm512_setzero_ps());
 }
 
-const struct attention_isa attention_isa_avx512 = {"avx512", TILE_ROWS, pack_head, load_q,
-                                                   tile_scores, softmax_row_unnormalised, tile_values};
+const struct attention_isa attention_isa_avx512 = {
+    .name = "avx512", .tile_rows = TILE_ROWS, .out_pairs = 0, .pack_head = pack_head, .load_q = load_q,
+    .scores = tile_scores, .softmax_row = softmax_row_unnormalised, .values = tile_values};
 
 #endif

@@ -171,19 +171,21 @@ AVX512_BF16 static float softmax_row_bf16(float *s, int tokens, int keys)
 }
 
 /* out[r][0..64) = inv[r] · Σ_key p[r][key]·V[key][·] over the key pairs, for the first `rows` rows
- * (p rows `keys` floats apart, their words at the start), in two halves of 32 dims. */
-AVX512_BF16 static void tile_values(float *out, int out_stride, const float *restrict p_f,
-                                    const float *restrict vp_f, const float *inv, int rows,
-                                    int tokens, int keys)
+ * (p rows `keys` floats apart, their words at the start), in two halves of 32 dims; stored as fp32
+ * (out_stride floats apart) or, `pairs`, as 16 words of bf16 pairs per half (out_stride words
+ * apart), rounded as the next GEMM's input rounding would. */
+AVX512_BF16 static inline void tile_values_to(float *out, int out_stride, const float *restrict p_f,
+                                              const float *restrict vp_f, const float *inv, int rows,
+                                              int tokens, int keys, int pairs)
 {
     const uint32_t *vp = (const uint32_t *)vp_f;
-    const int pairs = (tokens + 1) / 2;
+    const int key_pairs = (tokens + 1) / 2;
     for (int half = 0; half < HEAD_DIM; half += 32) {
         __m512 acc[TILE_ROWS][2];
 #pragma GCC unroll 8
         for (int r = 0; r < TILE_ROWS; r++)
             acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-        for (int j = 0; j < pairs; j++) {
+        for (int j = 0; j < key_pairs; j++) {
             const __m512bh v0 = (__m512bh)_mm512_load_si512(vp + (size_t)j * HEAD_DIM + half);
             const __m512bh v1 = (__m512bh)_mm512_load_si512(vp + (size_t)j * HEAD_DIM + half + 16);
 #pragma GCC unroll 8
@@ -197,13 +199,37 @@ AVX512_BF16 static void tile_values(float *out, int out_stride, const float *res
         for (int r = 0; r < TILE_ROWS; r++) /* constant trips: acc stays in registers */
             if (r < rows) {
                 const __m512 scale = _mm512_set1_ps(inv[r]);
-                _mm512_storeu_ps(out + (size_t)r * out_stride + half, _mm512_mul_ps(acc[r][0], scale));
-                _mm512_storeu_ps(out + (size_t)r * out_stride + half + 16, _mm512_mul_ps(acc[r][1], scale));
+                const __m512 lo = _mm512_mul_ps(acc[r][0], scale), hi = _mm512_mul_ps(acc[r][1], scale);
+                if (pairs) {
+                    _mm512_storeu_si512((uint32_t *)out + (size_t)r * out_stride + half / 2,
+                                        (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+                } else {
+                    _mm512_storeu_ps(out + (size_t)r * out_stride + half, lo);
+                    _mm512_storeu_ps(out + (size_t)r * out_stride + half + 16, hi);
+                }
             }
     }
 }
 
-const struct attention_isa attention_isa_avx512_bf16 = {"avx512-bf16", TILE_ROWS, pack_head, load_q,
-                                                        tile_scores, softmax_row_bf16, tile_values};
+AVX512_BF16 static void tile_values(float *out, int out_stride, const float *restrict p_f,
+                                    const float *restrict vp_f, const float *inv, int rows,
+                                    int tokens, int keys)
+{
+    tile_values_to(out, out_stride, p_f, vp_f, inv, rows, tokens, keys, 0);
+}
+
+AVX512_BF16 static void tile_values_pairs(float *out, int out_stride, const float *restrict p_f,
+                                          const float *restrict vp_f, const float *inv, int rows,
+                                          int tokens, int keys)
+{
+    tile_values_to(out, out_stride, p_f, vp_f, inv, rows, tokens, keys, 1);
+}
+
+const struct attention_isa attention_isa_avx512_bf16 = {
+    .name = "avx512-bf16", .tile_rows = TILE_ROWS, .out_pairs = 0, .pack_head = pack_head,
+    .load_q = load_q, .scores = tile_scores, .softmax_row = softmax_row_bf16, .values = tile_values};
+const struct attention_isa attention_isa_avx512_bf16_pairs = {
+    .name = "avx512-bf16-pairs", .tile_rows = TILE_ROWS, .out_pairs = 1, .pack_head = pack_head,
+    .load_q = load_q, .scores = tile_scores, .softmax_row = softmax_row_bf16, .values = tile_values_pairs};
 
 #endif

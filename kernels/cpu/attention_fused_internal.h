@@ -17,6 +17,9 @@ static inline int panel_keys(int tokens) { return (tokens + PANEL_KEYS - 1) / PA
 struct attention_isa {
     const char *name;
     int tile_rows; /* query rows per register tile, ≤ MAX_TILE_ROWS */
+    /* 1: values() stores bf16 pairs, so out's offsets and row stride are in 32-bit words, half
+     * those of the fp32 layout; 0: fp32 */
+    int out_pairs;
     /* kp, vp ← K and V of one (image, head), rows qkv_stride floats apart */
     void (*pack_head)(float *kp, float *vp, const float *k, const float *v, int tokens, int qkv_stride);
     /* qt (tile_rows × 64) ← scale · the first `rows` q rows; the rest zero */
@@ -33,5 +36,7 @@ struct attention_isa {
 extern const struct attention_isa attention_isa_avx512, attention_isa_avx2;
 /* The bf16 form (attention_fused_bf16_avx512.c): the same slots, holding bf16 pairs. */
 extern const struct attention_isa attention_isa_avx512_bf16;
+/* The bf16 form storing its outputs as bf16 pairs (attention_bf16_forward_to_bf16). */
+extern const struct attention_isa attention_isa_avx512_bf16_pairs;
 
 #endif

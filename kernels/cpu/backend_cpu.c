@@ -7,9 +7,13 @@
  *
  * The bf16 precision (CPUs with AVX512_BF16, chosen at creation): every matrix weight, the patch
  * embedding's and the head's included, is rounded to bf16 and packed once at upload
- * (linear_bf16.h); each GEMM rounds the fp32 activation rows it reads to bf16 into a scratch of its
- * own and accumulates in fp32, writing fp32; attention runs its bf16 form (bf16 Q·Kᵀ and P·V, an
- * fp32 softmax). LayerNorm, LayerScale + residual, SwiGLU and the softmax never see bf16. */
+ * (linear_bf16.h); each GEMM reads its input rows as bf16 and accumulates in fp32; attention runs
+ * its bf16 form (bf16 Q·Kᵀ and P·V, an fp32 softmax). LayerNorm, LayerScale + residual, SwiGLU and
+ * the softmax compute in fp32. An input the engine keeps in a GEMM-input buffer
+ * (alloc_gemm_input) is stored as bf16 pairs by the op that writes it — the linear tile and the
+ * attention tile round in registers, LayerNorm and SwiGLU round each block of rows while it is in
+ * cache — so the GEMM reads it as it is; any other input is rounded into a scratch first. Either
+ * way every GEMM sees the same bf16 values. */
 #include "backend_cpu.h"
 
 #include "activations.h"
@@ -25,6 +29,7 @@
 #include "threads.h"
 
 #include <limits.h>
+#include <omp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +46,8 @@ struct cpu_ctx {
     size_t scratch_floats;
     uint32_t *rows16; /* bf16: a GEMM's input rows rounded to bf16 pairs */
     size_t rows16_words;
+    float *staging; /* bf16: fp32 results of an op with no rounding store, before they are rounded */
+    size_t staging_floats;
 };
 
 /* Every buffer carries its size in front so release can keep bytes_in_use honest, and, for a
@@ -50,7 +57,9 @@ struct cpu_header {
     size_t bytes;
     int packed_n, packed_k; /* 0, 0: a plain row-major array */
     int bf16;               /* packed by linear_bf16_pack_weight (bf16 pairs), else fp32 panels */
-    unsigned char pad[44];
+    int gemm_cols;          /* a bf16 GEMM-input buffer: rows of ⌈gemm_cols/2⌉ pairs; else 0 */
+    size_t gemm_rows;
+    unsigned char pad[32];
 };
 _Static_assert(sizeof(struct cpu_header) % LINEAR_PACKED_ALIGN == 0,
                "payloads must stay LINEAR_PACKED_ALIGN-byte aligned");
@@ -70,6 +79,8 @@ static void *cpu_alloc(struct backend *be, size_t n)
     h->bytes = bytes;
     h->packed_n = h->packed_k = 0;
     h->bf16 = 0;
+    h->gemm_cols = 0;
+    h->gemm_rows = 0;
     c->bytes_in_use += bytes;
     c->alloc_count++;
     return h + 1;
@@ -83,6 +94,49 @@ static void cpu_release(struct backend *be, void *buf)
     struct cpu_header *h = header_of(buf);
     c->bytes_in_use -= h->bytes;
     free(h);
+}
+
+/* At bf16, rows of bf16 pairs (linear_bf16.h's input layout); at fp32, a plain buffer (the
+ * engine does not ask: gemm_inputs_apart is 0). */
+static void *cpu_alloc_gemm_input(struct backend *be, size_t rows, size_t cols)
+{
+    const struct cpu_ctx *c = be->ctx;
+    if (!c->bf16)
+        return cpu_alloc(be, rows * cols);
+    if (cols < 1 || cols > INT_MAX || rows > INT_MAX) {
+        backend_fail(be, BACKEND_EINVAL, "cpu: a %zu x %zu GEMM input cannot be laid out", rows, cols);
+        return NULL;
+    }
+    uint32_t *w = cpu_alloc(be, rows * (size_t)linear_bf16_pairs((int)cols)); /* a word per slot */
+    if (!w)
+        return NULL;
+    header_of(w)->gemm_cols = (int)cols;
+    header_of(w)->gemm_rows = rows;
+    return w;
+}
+
+/* A GEMM-input buffer's pairs, or NULL for an fp32 buffer (or none). */
+static uint32_t *gemm_input_words(const void *buf)
+{
+    return buf && header_of(buf)->gemm_cols ? (uint32_t *)buf : NULL;
+}
+
+/* 0 when the GEMM-input buffer buf can hold `rows` rows of `cols` values as op uses it. */
+static int check_gemm_input(struct backend *be, const char *op, const void *buf, long rows, int cols)
+{
+    const struct cpu_header *h = header_of(buf);
+    if (h->gemm_cols != cols || (size_t)rows > h->gemm_rows)
+        return backend_fail(be, BACKEND_EINVAL, "%s: a GEMM-input buffer of %zu rows of %d, used as %ld of %d",
+                            op, h->gemm_rows, h->gemm_cols, rows, cols);
+    return 0;
+}
+
+/* Ops that only read and write fp32 refuse a GEMM-input buffer rather than misread it. */
+static int refuse_gemm_input(struct backend *be, const char *op, const void *a, const void *b)
+{
+    if (gemm_input_words(a) || gemm_input_words(b))
+        return backend_fail(be, BACKEND_EINVAL, "%s: given a GEMM-input buffer, which only linear reads", op);
+    return 0;
 }
 
 /* bf16: matrices and the patch weight as bf16 pairs in 32-column panels, any (N, K). */
@@ -127,17 +181,39 @@ static void *cpu_upload_weight(struct backend *be, const float *host, size_t row
     return w;
 }
 
+/* A GEMM-input buffer takes and gives fp32 by whole rows: uploading rounds them, downloading
+ * widens the stored bf16 back (exactly). */
 static int cpu_upload(struct backend *be, void *dst, const float *host, size_t n)
 {
-    (void)be;
-    memcpy(dst, host, n * sizeof(float));
+    uint32_t *w = gemm_input_words(dst);
+    if (!w) {
+        memcpy(dst, host, n * sizeof(float));
+        return 0;
+    }
+    const int cols = header_of(dst)->gemm_cols;
+    if (n % (size_t)cols || check_gemm_input(be, "upload", dst, (long)(n / (size_t)cols), cols))
+        return backend_fail(be, BACKEND_EINVAL, "upload: %zu values are not whole rows of this %zu x %d "
+                            "GEMM-input buffer", n, header_of(dst)->gemm_rows, cols);
+    ((const struct cpu_ctx *)be->ctx)->bf16->round_rows(w, host, (int)(n / (size_t)cols), cols, cols);
     return 0;
 }
 
 static int cpu_download(struct backend *be, float *host, const void *src, size_t n)
 {
-    (void)be;
-    memcpy(host, src, n * sizeof(float));
+    const uint32_t *w = gemm_input_words(src);
+    if (!w) {
+        memcpy(host, src, n * sizeof(float));
+        return 0;
+    }
+    const int cols = header_of(src)->gemm_cols, k2 = linear_bf16_pairs(cols);
+    if (n % (size_t)cols || check_gemm_input(be, "download", src, (long)(n / (size_t)cols), cols))
+        return backend_fail(be, BACKEND_EINVAL, "download: %zu values are not whole rows of this %zu x %d "
+                            "GEMM-input buffer", n, header_of(src)->gemm_rows, cols);
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t pair = w[i / (size_t)cols * (size_t)k2 + i % (size_t)cols / 2];
+        const uint32_t bits = (i % (size_t)cols % 2 ? pair >> 16 : pair & 0xFFFF) << 16;
+        memcpy(host + i, &bits, sizeof bits);
+    }
     return 0;
 }
 
@@ -150,6 +226,25 @@ static float *scratch(struct backend *be, size_t floats)
     c->scratch = cpu_alloc(be, floats);
     c->scratch_floats = c->scratch ? floats : 0;
     return c->scratch;
+}
+
+static float *staging(struct backend *be, size_t floats)
+{
+    struct cpu_ctx *c = be->ctx;
+    if (floats <= c->staging_floats)
+        return c->staging;
+    cpu_release(be, c->staging);
+    c->staging = cpu_alloc(be, floats);
+    c->staging_floats = c->staging ? floats : 0;
+    return c->staging;
+}
+
+/* Into a GEMM-input buffer without a rounding store of its own: the op's fp32 rows from the
+ * staging buffer, rounded. */
+static void round_staged(struct backend *be, uint32_t *dst, int rows, int cols)
+{
+    const struct cpu_ctx *c = be->ctx;
+    c->bf16->round_rows(dst, c->staging, rows, cols, cols);
 }
 
 /* The bf16 copy of a GEMM's input: m rows of k values, lda apart, rounded once. */
@@ -219,16 +314,34 @@ static int cpu_linear(struct backend *be, void *out, const void *in, const void 
                       const void *bias, int m, int n, int k, enum linear_epilogue epilogue)
 {
     const struct cpu_header *w = header_of(weight);
+    uint32_t *out16 = gemm_input_words(out);
+    const uint32_t *in16 = gemm_input_words(in);
     if (w->bf16) {
+        const struct cpu_bf16_kernels *kernels = ((const struct cpu_ctx *)be->ctx)->bf16;
         if (w->packed_n != n || w->packed_k != k)
             return backend_fail(be, BACKEND_EINVAL, "linear: weight packed as (%d, %d), used as (%d, %d)",
                              w->packed_n, w->packed_k, n, k);
-        const uint32_t *rows = round_rows(be, in, m, k, k);
+        if ((in16 && check_gemm_input(be, "linear (input)", in, m, k)) ||
+            (out16 && check_gemm_input(be, "linear (output)", out, m, n)))
+            return BACKEND_EINVAL;
+        const uint32_t *rows = in16 ? in16 : round_rows(be, in, m, k, k);
         if (!rows)
             return BACKEND_ENOMEM;
-        ((const struct cpu_ctx *)be->ctx)->bf16->linear(out, n, rows, weight, bias, m, n, k, epilogue);
+        if (!out16) {
+            kernels->linear(out, n, rows, weight, bias, m, n, k, epilogue);
+        } else if (kernels->linear_to_bf16) {
+            kernels->linear_to_bf16(out16, linear_bf16_pairs(n), rows, weight, bias, m, n, k, epilogue);
+        } else {
+            float *s = staging(be, (size_t)m * n);
+            if (!s)
+                return BACKEND_ENOMEM;
+            kernels->linear(s, n, rows, weight, bias, m, n, k, epilogue);
+            round_staged(be, out16, m, n);
+        }
         return 0;
     }
+    if (in16 || out16) /* only the bf16 precision makes these */
+        return refuse_gemm_input(be, "linear (fp32 weight)", in, out);
     if (!w->packed_n) {
         linear_forward_cpu(out, in, weight, bias, m, n, k, epilogue);
         return 0;
@@ -243,11 +356,37 @@ static int cpu_linear(struct backend *be, void *out, const void *in, const void 
     return 0;
 }
 
+/* Rows per block of a LayerNorm into a GEMM-input buffer: one thread normalises them into its
+ * part of the staging buffer and rounds them while they are still in its cache. */
+#define LAYERNORM_ROUND_ROWS 32
+
 static int cpu_layernorm(struct backend *be, void *out, const void *in, const void *weight,
                          const void *bias, int rows, int dim, int in_row_stride, float eps)
 {
-    (void)be;
-    layernorm_forward_cpu(out, in, weight, bias, rows, dim, in_row_stride, eps);
+    uint32_t *out16 = gemm_input_words(out);
+    if (refuse_gemm_input(be, "layernorm (input)", in, NULL) ||
+        (out16 && check_gemm_input(be, "layernorm", out, rows, dim)))
+        return BACKEND_EINVAL;
+    if (!out16) {
+        layernorm_forward_cpu(out, in, weight, bias, rows, dim, in_row_stride, eps);
+        return 0;
+    }
+    const struct cpu_bf16_kernels *kernels = ((const struct cpu_ctx *)be->ctx)->bf16;
+    const int threads = omp_get_max_threads(), k2 = linear_bf16_pairs(dim);
+    float *s = staging(be, (size_t)threads * LAYERNORM_ROUND_ROWS * dim);
+    if (!s)
+        return BACKEND_ENOMEM;
+    const int blocks = (rows + LAYERNORM_ROUND_ROWS - 1) / LAYERNORM_ROUND_ROWS;
+    /* The kernels' own OpenMP loops run nested here, so on one thread each. */
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int blk = 0; blk < blocks; blk++) {
+        const int r0 = blk * LAYERNORM_ROUND_ROWS;
+        const int n = rows - r0 < LAYERNORM_ROUND_ROWS ? rows - r0 : LAYERNORM_ROUND_ROWS;
+        float *mine = s + (size_t)omp_get_thread_num() * LAYERNORM_ROUND_ROWS * dim;
+        layernorm_forward_cpu(mine, (const float *)in + (size_t)r0 * in_row_stride, weight, bias, n,
+                              dim, in_row_stride, eps);
+        kernels->round_rows(out16 + (size_t)r0 * k2, mine, n, dim, dim);
+    }
     return 0;
 }
 
@@ -255,12 +394,27 @@ static int cpu_attention(struct backend *be, void *out, const void *qkv, int bat
                          int heads)
 {
     const struct cpu_ctx *c = be->ctx;
+    uint32_t *out16 = gemm_input_words(out);
+    if (refuse_gemm_input(be, "attention (qkv)", qkv, NULL) ||
+        (out16 && check_gemm_input(be, "attention", out, (long)batch * tokens, heads * 64)))
+        return BACKEND_EINVAL;
     if (c->bf16) {
         const size_t n = c->bf16->attention_scratch_floats(tokens);
         float *s = n ? scratch(be, n) : NULL;
         if (n && !s)
             return BACKEND_ENOMEM;
-        c->bf16->attention(out, qkv, batch, tokens, heads, s, n);
+        if (!out16) {
+            c->bf16->attention(out, qkv, batch, tokens, heads, s, n);
+        } else if (c->bf16->attention_to_bf16) {
+            c->bf16->attention_to_bf16(out16, qkv, batch, tokens, heads, s, n);
+        } else {
+            const int rows = batch * tokens, cols = heads * 64;
+            float *st = staging(be, (size_t)rows * cols);
+            if (!st)
+                return BACKEND_ENOMEM;
+            c->bf16->attention(st, qkv, batch, tokens, heads, s, n);
+            round_staged(be, out16, rows, cols);
+        }
         return 0;
     }
     const enum cpu_isa isa = c->attention_isa;
@@ -277,6 +431,8 @@ static int cpu_attention_probs(struct backend *be, void *probs, const void *qkv,
 {
     if (queries < 1 || queries > tokens)
         return backend_fail(be, BACKEND_EINVAL, "attention_probs: %d query rows of %d tokens", queries, tokens);
+    if (refuse_gemm_input(be, "attention_probs", probs, qkv))
+        return BACKEND_EINVAL;
     size_t floats = attention_probs_scratch_floats(tokens, queries, mean_heads);
     float *s = floats ? scratch(be, floats) : NULL;
     if (floats && !s)
@@ -290,6 +446,8 @@ static int cpu_rope(struct backend *be, void *qkv, const void *table, int batch,
 {
     if (prefix < 0 || prefix > tokens)
         return backend_fail(be, BACKEND_EINVAL, "rope: prefix %d of %d tokens", prefix, tokens);
+    if (refuse_gemm_input(be, "rope", qkv, table))
+        return BACKEND_EINVAL;
     rope_forward_cpu(qkv, table, batch, tokens, heads, prefix);
     return 0;
 }
@@ -297,15 +455,27 @@ static int cpu_rope(struct backend *be, void *qkv, const void *table, int batch,
 static int cpu_layerscale_residual(struct backend *be, void *x, const void *y, const void *gamma,
                                    int rows, int dim)
 {
-    (void)be;
+    if (refuse_gemm_input(be, "layerscale_residual", x, y))
+        return BACKEND_EINVAL;
     layerscale_residual_cpu(x, y, gamma, rows, dim);
     return 0;
 }
 
 static int cpu_swiglu(struct backend *be, void *out, const void *in, int rows, int hidden)
 {
-    (void)be;
-    swiglu_forward_cpu(out, in, rows, hidden);
+    uint32_t *out16 = gemm_input_words(out);
+    if (refuse_gemm_input(be, "swiglu (input)", in, NULL) ||
+        (out16 && check_gemm_input(be, "swiglu", out, rows, hidden)))
+        return BACKEND_EINVAL;
+    if (!out16) {
+        swiglu_forward_cpu(out, in, rows, hidden);
+        return 0;
+    }
+    float *s = staging(be, (size_t)rows * hidden);
+    if (!s)
+        return BACKEND_ENOMEM;
+    swiglu_forward_cpu(s, in, rows, hidden);
+    round_staged(be, out16, rows, hidden);
     return 0;
 }
 
@@ -323,6 +493,7 @@ static void cpu_destroy(struct backend *be)
     struct cpu_ctx *c = be->ctx;
     cpu_release(be, c->scratch);
     cpu_release(be, c->rows16);
+    cpu_release(be, c->staging);
     free(c);
     be->ctx = NULL;
 }
@@ -346,6 +517,7 @@ static const struct backend_ops cpu_ops = {
     .alloc_count = cpu_alloc_count,
     .attention_probs = cpu_attention_probs,
     .rope = cpu_rope,
+    .alloc_gemm_input = cpu_alloc_gemm_input,
 };
 
 static size_t bf16_attention_scratch(int tokens)
@@ -353,8 +525,10 @@ static size_t bf16_attention_scratch(int tokens)
     return attention_scratch_floats_cpu(CPU_ISA_AVX512, tokens);
 }
 
-const struct cpu_bf16_kernels cpu_bf16_avx512 = {"bf16-avx512", linear_bf16_round_rows, linear_bf16_forward,
-                                                 bf16_attention_scratch, attention_bf16_forward};
+const struct cpu_bf16_kernels cpu_bf16_avx512 = {
+    .name = "bf16-avx512", .round_rows = linear_bf16_round_rows, .linear = linear_bf16_forward,
+    .attention_scratch_floats = bf16_attention_scratch, .attention = attention_bf16_forward,
+    .linear_to_bf16 = linear_bf16_forward_to_bf16, .attention_to_bf16 = attention_bf16_forward_to_bf16};
 
 /* Why this backend cannot run the bf16 kernels here, or NULL when it can: a knob narrowing the
  * kernels below AVX-512 (the AVX2 or portable path has no bf16 form), or a CPU without them. */
@@ -414,6 +588,7 @@ static int create(struct backend *be, const struct backend_options *o, const str
     be->ops = &cpu_ops;
     be->ctx = c;
     be->precision = precision;
+    be->gemm_inputs_apart = kernels != NULL;
     return 0;
 }
 

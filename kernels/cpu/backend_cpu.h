@@ -30,6 +30,13 @@ struct cpu_bf16_kernels {
     size_t (*attention_scratch_floats)(int tokens);
     void (*attention)(float *out, const float *qkv, int batch, int tokens, int heads, float *scratch,
                       size_t scratch_floats);
+    /* Optional (NULL: the backend rounds their fp32 results itself): linear and attention storing
+     * bf16 pairs, rounded as round_rows rounds, for outputs in GEMM-input buffers; out rows ldc
+     * words apart for linear, (B·T) rows of H·32 words for attention. */
+    void (*linear_to_bf16)(uint32_t *out, int ldc, const uint32_t *in, const uint32_t *packed,
+                           const float *bias, int m, int n, int k, enum linear_epilogue epilogue);
+    void (*attention_to_bf16)(uint32_t *out, const float *qkv, int batch, int tokens, int heads,
+                              float *scratch, size_t scratch_floats);
 };
 extern const struct cpu_bf16_kernels cpu_bf16_avx512;
 

@@ -66,35 +66,58 @@ static int super_block_rows(int m, int k2, int row_block)
     return rows < m ? (int)rows : m;
 }
 
-void linear_bf16_forward(float *out, int ldc, const uint32_t *in, const uint32_t *packed,
-                         const float *bias, int m, int n, int k, enum linear_epilogue epilogue)
+/* One driver for both outputs: out16 NULL writes fp32 rows to out; otherwise the last k chunk
+ * writes bf16 pairs to out16 (rows ldc16 words apart), and a k longer than one chunk keeps its
+ * partial sums in a per-thread staging block of the tiles in flight. */
+static void forward(float *out, int ldc, uint32_t *out16, int ldc16, const uint32_t *in,
+                    const uint32_t *packed, const float *bias, int m, int n, int k,
+                    enum linear_epilogue epilogue)
 {
     const int k2 = linear_bf16_pairs(k), tile_rows = LINEAR_BF16_TILE_ROWS;
     const int row_block = tile_rows * TILES_PER_BLOCK;
     const int panels = (n + LINEAR_BF16_PANEL - 1) / LINEAR_BF16_PANEL;
     const int super = super_block_rows(m, k2, row_block);
 #pragma omp parallel
-    for (int s0 = 0; s0 < m; s0 += super) {
-        const int s1 = m - s0 < super ? m : s0 + super;
-        const int row_blocks = (s1 - s0 + row_block - 1) / row_block;
-        const long tasks = (long)panels * row_blocks;
+    {
+        float stage[TILES_PER_BLOCK * LINEAR_BF16_TILE_ROWS * LINEAR_BF16_PANEL] __attribute__((aligned(64)));
+        for (int s0 = 0; s0 < m; s0 += super) {
+            const int s1 = m - s0 < super ? m : s0 + super;
+            const int row_blocks = (s1 - s0 + row_block - 1) / row_block;
+            const long tasks = (long)panels * row_blocks;
 #pragma omp for schedule(static)
-        for (long task = 0; task < tasks; task++) {
-            const int p = (int)(task / row_blocks), r0 = s0 + (int)(task % row_blocks) * row_block;
-            const int r1 = s1 - r0 < row_block ? s1 : r0 + row_block;
-            const int j = p * LINEAR_BF16_PANEL; /* first output column */
-            const int cols = n - j < LINEAR_BF16_PANEL ? n - j : LINEAR_BF16_PANEL;
-            for (int i0 = 0; i0 < k2; i0 += K_CHUNK) {
-                const int kc = k2 - i0 < K_CHUNK ? k2 - i0 : K_CHUNK;
-                const uint32_t *wp = packed + ((size_t)p * k2 + i0) * LINEAR_BF16_PANEL;
-                for (int r = r0; r < r1; r += tile_rows)
-                    linear_bf16_tile_8x32(out + (size_t)r * ldc + j, ldc, in + (size_t)r * k2 + i0,
-                                          k2, r1 - r < tile_rows ? r1 - r : tile_rows, wp, kc,
-                                          bias ? bias + j : NULL, cols, i0 == 0, i0 + kc >= k2,
-                                          epilogue);
+            for (long task = 0; task < tasks; task++) {
+                const int p = (int)(task / row_blocks), r0 = s0 + (int)(task % row_blocks) * row_block;
+                const int r1 = s1 - r0 < row_block ? s1 : r0 + row_block;
+                const int j = p * LINEAR_BF16_PANEL; /* first output column */
+                const int cols = n - j < LINEAR_BF16_PANEL ? n - j : LINEAR_BF16_PANEL;
+                for (int i0 = 0; i0 < k2; i0 += K_CHUNK) {
+                    const int kc = k2 - i0 < K_CHUNK ? k2 - i0 : K_CHUNK;
+                    const uint32_t *wp = packed + ((size_t)p * k2 + i0) * LINEAR_BF16_PANEL;
+                    for (int r = r0; r < r1; r += tile_rows) {
+                        float *c = out16 ? stage + (size_t)(r - r0) * LINEAR_BF16_PANEL : out + (size_t)r * ldc + j;
+                        linear_bf16_tile_8x32(c, out16 ? LINEAR_BF16_PANEL : ldc,
+                                              out16 ? out16 + (size_t)r * ldc16 + j / 2 : NULL, ldc16,
+                                              in + (size_t)r * k2 + i0, k2,
+                                              r1 - r < tile_rows ? r1 - r : tile_rows, wp, kc,
+                                              bias ? bias + j : NULL, cols, i0 == 0, i0 + kc >= k2,
+                                              epilogue);
+                    }
+                }
             }
         }
     }
+}
+
+void linear_bf16_forward(float *out, int ldc, const uint32_t *in, const uint32_t *packed,
+                         const float *bias, int m, int n, int k, enum linear_epilogue epilogue)
+{
+    forward(out, ldc, NULL, 0, in, packed, bias, m, n, k, epilogue);
+}
+
+void linear_bf16_forward_to_bf16(uint32_t *out, int ldc, const uint32_t *in, const uint32_t *packed,
+                                 const float *bias, int m, int n, int k, enum linear_epilogue epilogue)
+{
+    forward(NULL, 0, out, ldc, in, packed, bias, m, n, k, epilogue);
 }
 
 #else /* no x86 intrinsics in this build: never chosen (linear_bf16_supported() is 0) */
@@ -108,6 +131,12 @@ void linear_bf16_round_rows(uint32_t *dst, const float *src, int m, int k, int l
 
 void linear_bf16_forward(float *out, int ldc, const uint32_t *in, const uint32_t *packed,
                          const float *bias, int m, int n, int k, enum linear_epilogue epilogue)
+{
+    (void)out, (void)ldc, (void)in, (void)packed, (void)bias, (void)m, (void)n, (void)k, (void)epilogue;
+}
+
+void linear_bf16_forward_to_bf16(uint32_t *out, int ldc, const uint32_t *in, const uint32_t *packed,
+                                 const float *bias, int m, int n, int k, enum linear_epilogue epilogue)
 {
     (void)out, (void)ldc, (void)in, (void)packed, (void)bias, (void)m, (void)n, (void)k, (void)epilogue;
 }

@@ -42,4 +42,10 @@ void linear_bf16_round_rows(uint32_t *dst, const float *src, int m, int k, int l
 void linear_bf16_forward(float *out, int ldc, const uint32_t *in, const uint32_t *packed,
                          const float *bias, int m, int n, int k, enum linear_epilogue epilogue);
 
+/* The same, with out (m rows of ⌈n/2⌉ bf16 pairs, rows ldc words apart) rounded from the fp32
+ * results as linear_bf16_round_rows would round them (a column past an odd n as 0): for a layer
+ * whose output only another bf16 GEMM reads, so no fp32 copy is written and read back. */
+void linear_bf16_forward_to_bf16(uint32_t *out, int ldc, const uint32_t *in, const uint32_t *packed,
+                                 const float *bias, int m, int n, int k, enum linear_epilogue epilogue);
+
 #endif

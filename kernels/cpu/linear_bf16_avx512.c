@@ -17,9 +17,10 @@ AVX512_BF16 static inline __m512bh broadcast_pair(const uint32_t *a)
     return (__m512bh)_mm512_set1_epi32((int)w);
 }
 
-AVX512_BF16 void linear_bf16_tile_8x32(float *c, int ldc, const uint32_t *a, int lda, int rows,
-                                       const uint32_t *restrict wp, int kc, const float *bias,
-                                       int cols, int first, int last, enum linear_epilogue epilogue)
+AVX512_BF16 void linear_bf16_tile_8x32(float *c, int ldc, uint32_t *c16, int ldc16, const uint32_t *a,
+                                       int lda, int rows, const uint32_t *restrict wp, int kc,
+                                       const float *bias, int cols, int first, int last,
+                                       enum linear_epilogue epilogue)
 {
     enum { TILE_ROWS = LINEAR_BF16_TILE_ROWS };
     /* columns 0..15 and 16..31 of the panel that exist */
@@ -67,6 +68,18 @@ AVX512_BF16 void linear_bf16_tile_8x32(float *c, int ldc, const uint32_t *a, int
                 acc[r][0] = gelu_avx512(acc[r][0]);
                 acc[r][1] = gelu_avx512(acc[r][1]);
             }
+    if (last && c16) {
+        /* Columns past `cols` are zeroed, not just left at 0·x: an infinite input would make them
+         * NaN, and the next GEMM multiplies the pad of an odd row by a zero weight. */
+        const __mmask16 words = cols >= 32 ? 0xFFFF : (__mmask16)((1u << ((cols + 1) / 2)) - 1);
+#pragma GCC unroll 8
+        for (int r = 0; r < TILE_ROWS; r++)
+            if (r < rows)
+                _mm512_mask_storeu_epi32(c16 + (size_t)r * ldc16, words,
+                                         (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_mov_ps(m1, acc[r][1]),
+                                                                      _mm512_maskz_mov_ps(m0, acc[r][0])));
+        return;
+    }
 #pragma GCC unroll 8
     for (int r = 0; r < TILE_ROWS; r++)
         if (r < rows) {

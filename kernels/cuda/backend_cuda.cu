@@ -624,6 +624,7 @@ const struct backend_ops cuda_backend_ops = {
     cu_graph_forget,
     cu_attention_probs,
     cu_rope,
+    nullptr, /* alloc_gemm_input: the GEMMs read the activations as they are */
 };
 
 /* Everything after the device is chosen. Returns 0 or -1 with err set (nothing left allocated). */

@@ -142,4 +142,9 @@ static void attention(float *out, const float *qkv, int batch, int tokens, int h
     }
 }
 
-const struct cpu_bf16_kernels cpu_bf16_emulated = {"bf16-ref", round_rows, linear, attention_scratch, attention};
+/* No rounding stores of its own: the backend rounds these kernels' fp32 results into GEMM-input
+ * buffers itself, with round_rows above. */
+const struct cpu_bf16_kernels cpu_bf16_emulated = {
+    .name = "bf16-ref", .round_rows = round_rows, .linear = linear,
+    .attention_scratch_floats = attention_scratch, .attention = attention,
+    .linear_to_bf16 = NULL, .attention_to_bf16 = NULL};
