@@ -344,6 +344,39 @@ static void *bench_weight(struct backend *be, const float *host, int n, int k)
     return w;
 }
 
+/* A (rows, cols) activation the backend holds, as the engine would (a GEMM input when asked),
+ * filled with random values. */
+static void *bench_activation(struct backend *be, int rows, int cols, int gemm_input)
+{
+    const size_t n = (size_t)rows * cols;
+    void *buf = gemm_input ? be->ops->alloc_gemm_input(be, (size_t)rows, (size_t)cols) : be->ops->alloc(be, n);
+    float *host = random_buffer(n, 1.0f);
+    if (!buf || be->ops->upload(be, buf, host, n))
+        die("a %d×%d activation for the breakdown: %s", rows, cols, be->error);
+    free(host);
+    return buf;
+}
+
+/* A vector (bias, norm weight, LayerScale) uploaded as the engine uploads one: scale·random + offset. */
+static void *bench_vector(struct backend *be, int n, float scale, float offset)
+{
+    float *host = random_buffer((size_t)n, scale);
+    for (int i = 0; i < n; i++)
+        host[i] += offset;
+    void *v = be->ops->upload_weight(be, host, 1, (size_t)n, WEIGHT_VECTOR);
+    if (!v)
+        die("a vector for the breakdown: %s", be->error);
+    free(host);
+    return v;
+}
+
+/* A backend op timed by the breakdown must have run: a refusal would be timed as instant. */
+#define MUST(call)                                                                \
+    do {                                                                          \
+        if ((call) != 0)                                                          \
+            die("breakdown: %s failed: %s", #call, be->error);                    \
+    } while (0)
+
 static void print_breakdown(struct backend *be, const struct model_config *c, int batch, int tokens,
                             double forward_s)
 {
@@ -352,13 +385,21 @@ static void print_breakdown(struct backend *be, const struct model_config *c, in
     const int D = c->embed_dim, F = c->ffn_hidden_dim, H = c->num_heads, T = tokens;
     const int rows = batch * T, wide = F > 3 * D ? F : 3 * D;
     const float dscale = 1.0f / sqrtf((float)D), fscale = 1.0f / sqrtf((float)F);
-    float *x = random_buffer((size_t)rows * D, 1.0f), *h = random_buffer((size_t)rows * D, 1.0f);
-    float *wbuf = random_buffer((size_t)rows * wide, 1.0f), *att = random_buffer((size_t)rows * D, 1.0f);
+    /* The raw fp32 arrays the portable comparisons (BLAS attention, OpenBLAS sgemm) read. */
+    float *wbuf = random_buffer((size_t)rows * wide, 1.0f), *att32 = random_buffer((size_t)rows * D, 1.0f);
+    float *h32 = random_buffer((size_t)rows * D, 1.0f);
     float *qkv_w = random_buffer((size_t)3 * D * D, dscale), *proj_w = random_buffer((size_t)D * D, dscale);
     float *fc1_w = random_buffer((size_t)F * D, dscale), *fc2_w = random_buffer((size_t)D * F, fscale);
-    float *bias = random_buffer((size_t)wide, 0.1f), *gamma = random_buffer((size_t)D, 0.5f);
     void *qkv_wb = bench_weight(be, qkv_w, 3 * D, D), *proj_wb = bench_weight(be, proj_w, D, D);
     void *fc1_wb = bench_weight(be, fc1_w, F, D), *fc2_wb = bench_weight(be, fc2_w, D, F);
+    /* The activations as the engine holds them: backend buffers, the GEMM inputs apart where the
+     * backend keeps them in a form of its own (bf16), as kernels/vit.c reserves them. */
+    const int apart = be->ops->alloc_gemm_input && be->gemm_inputs_apart;
+    void *x = bench_activation(be, rows, D, 0), *h = bench_activation(be, rows, D, 0);
+    void *qkv = bench_activation(be, rows, 3 * D, 0), *normed = bench_activation(be, rows, D, apart);
+    void *attn = bench_activation(be, rows, D, apart), *hidden = bench_activation(be, rows, F, apart);
+    void *bias = bench_vector(be, wide, 0.1f, 0.0f), *gamma = bench_vector(be, D, 0.5f, 0.0f);
+    void *lnw = bench_vector(be, D, 0.1f, 1.0f);
     /* The op's own scratch (one block of score rows per thread), shared by the GEMM timings. */
     enum cpu_isa gemm_isa, att_isa;
     if (backend_cpu_isas(be, &gemm_isa, &att_isa))
@@ -366,9 +407,7 @@ static void print_breakdown(struct backend *be, const struct model_config *c, in
     const size_t score_floats = attention_scratch_floats_cpu(att_isa, T) > attention_scratch_floats_cpu(CPU_ISA_NONE, T)
                                     ? attention_scratch_floats_cpu(att_isa, T)
                                     : attention_scratch_floats_cpu(CPU_ISA_NONE, T);
-    float *lnw = random_buffer((size_t)D, 0.1f), *scores = random_buffer(score_floats, 0.0f);
-    for (int i = 0; i < D; i++)
-        lnw[i] += 1.0f;
+    float *scores = random_buffer(score_floats, 0.0f);
     const struct backend_ops *ops = be->ops;
     const int packed = gemm_isa != CPU_ISA_NONE, bf16 = be->precision == BACKEND_BF16;
 
@@ -377,42 +416,37 @@ static void print_breakdown(struct backend *be, const struct model_config *c, in
     int n = 0;
     const double r = rows, d = D, f = F, tt = T;
     /* Lines starting with a space are shown for comparison and not added to the block's sum. */
-    TIME_OP(t[n++], "layernorm (×2)", 0, layernorm_forward_cpu(h, x, lnw, bias, rows, D, D, 1e-6f));
-    TIME_OP(t[n++], bf16 ? "qkv linear (bf16 kernel, input rounding included)"
+    TIME_OP(t[n++], "layernorm (×2)", 0, MUST(ops->layernorm(be, normed, x, lnw, bias, rows, D, D, 1e-6f)));
+    TIME_OP(t[n++], bf16 ? "qkv linear (bf16 kernel)"
                     : !packed ? "qkv linear (OpenBLAS)"
                     : gemm_isa == CPU_ISA_AVX2 ? "qkv linear (packed AVX2 kernel)"
                                                : "qkv linear (packed kernel)",
             2 * r * d * 3 * d,
-            ops->linear(be, wbuf, h, qkv_wb, bias, rows, 3 * D, D, EPILOGUE_NONE));
-    /* The attention op as the engine runs it (at bf16 through the backend, which owns that
-     * kernel's scratch), then the portable fp32 BLAS form beside it and each of that form's two
-     * GEMMs alone, run as it runs them. */
-    if (bf16)
-        TIME_OP(t[n++], "attention (fused bf16 kernel)", 4 * batch * tt * tt * d,
-                ops->attention(be, att, wbuf, batch, T, H));
-    else
-        TIME_OP(t[n++], att_isa == CPU_ISA_NONE ? "attention (BLAS form)"
-                        : att_isa == CPU_ISA_AVX2 ? "attention (fused AVX2 kernel)"
-                                                  : "attention (fused AVX-512 kernel)",
-                4 * batch * tt * tt * d,
-                attention_forward_cpu(att_isa, att, wbuf, batch, T, H, scores, score_floats));
+            MUST(ops->linear(be, qkv, normed, qkv_wb, bias, rows, 3 * D, D, EPILOGUE_NONE)));
+    /* The attention op as the engine runs it, then the portable fp32 BLAS form beside it and each
+     * of that form's two GEMMs alone, run as it runs them. */
+    TIME_OP(t[n++], bf16 ? "attention (fused bf16 kernel)"
+                    : att_isa == CPU_ISA_NONE ? "attention (BLAS form)"
+                    : att_isa == CPU_ISA_AVX2 ? "attention (fused AVX2 kernel)"
+                                              : "attention (fused AVX-512 kernel)",
+            4 * batch * tt * tt * d, MUST(ops->attention(be, attn, qkv, batch, T, H)));
     TIME_OP(t[n++], "  attention, BLAS form", 4 * batch * tt * tt * d,
-            attention_forward_cpu(CPU_ISA_NONE, att, wbuf, batch, T, H, scores, score_floats));
+            attention_forward_cpu(CPU_ISA_NONE, att32, wbuf, batch, T, H, scores, score_floats));
     TIME_OP(t[n++], "    of which Q·Kᵀ sgemm", 2 * batch * tt * tt * d,
-            attention_gemms(att, wbuf, batch, T, H, scores, 0));
+            attention_gemms(att32, wbuf, batch, T, H, scores, 0));
     TIME_OP(t[n++], "    of which P·V sgemm", 2 * batch * tt * tt * d,
-            attention_gemms(att, wbuf, batch, T, H, scores, 1));
+            attention_gemms(att32, wbuf, batch, T, H, scores, 1));
     TIME_OP(t[n++], "proj linear", 2 * r * d * d,
-            ops->linear(be, h, att, proj_wb, bias, rows, D, D, EPILOGUE_NONE));
-    TIME_OP(t[n++], "layerscale residual (×2)", 0, layerscale_residual_cpu(x, h, gamma, rows, D));
+            MUST(ops->linear(be, h, attn, proj_wb, bias, rows, D, D, EPILOGUE_NONE)));
+    TIME_OP(t[n++], "layerscale residual (×2)", 0, MUST(ops->layerscale_residual(be, x, h, gamma, rows, D)));
     TIME_OP(t[n++], "fc1 linear + GELU", 2 * r * d * f,
-            ops->linear(be, wbuf, h, fc1_wb, bias, rows, F, D, EPILOGUE_GELU));
+            MUST(ops->linear(be, hidden, normed, fc1_wb, bias, rows, F, D, EPILOGUE_GELU)));
     TIME_OP(t[n++], "  fc1 linear without GELU", 2 * r * d * f,
-            ops->linear(be, wbuf, h, fc1_wb, bias, rows, F, D, EPILOGUE_NONE));
+            MUST(ops->linear(be, hidden, normed, fc1_wb, bias, rows, F, D, EPILOGUE_NONE)));
     TIME_OP(t[n++], "fc2 linear", 2 * r * d * f,
-            ops->linear(be, h, wbuf, fc2_wb, bias, rows, D, F, EPILOGUE_NONE));
+            MUST(ops->linear(be, h, hidden, fc2_wb, bias, rows, D, F, EPILOGUE_NONE)));
     TIME_OP(t[n++], "  OpenBLAS sgemm, fc1 shape", 2 * r * d * f,
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, F, D, 1.0f, h, D, fc1_w, D,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, F, D, 1.0f, h32, D, fc1_w, D,
                         0.0f, wbuf, F));
 
     /* per forward pass: ops counted twice per block are the layernorms and layerscale residuals */
@@ -441,12 +475,12 @@ static void print_breakdown(struct backend *be, const struct model_config *c, in
     }
     fprintf(stderr, "  %-34s %9.2f ms/pass vs %.2f ms measured (patch embed, head, sync not included)\n",
             "sum of the block's ops", block * 1e3, forward_s * 1e3);
-    float *bufs[] = {x, h, wbuf, att, qkv_w, proj_w, fc1_w, fc2_w, bias, gamma, lnw, scores};
+    float *bufs[] = {wbuf, att32, h32, qkv_w, proj_w, fc1_w, fc2_w, scores};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         free(bufs[i]);
-    void *weights[] = {qkv_wb, proj_wb, fc1_wb, fc2_wb};
-    for (size_t i = 0; i < sizeof weights / sizeof *weights; i++)
-        ops->release(be, weights[i]);
+    void *held[] = {qkv_wb, proj_wb, fc1_wb, fc2_wb, x, h, qkv, normed, attn, hidden, bias, gamma, lnw};
+    for (size_t i = 0; i < sizeof held / sizeof *held; i++)
+        ops->release(be, held[i]);
 }
 
 static int run_model(const struct options *o)
