@@ -39,6 +39,13 @@ if ! grep -qw avx512_bf16 /proc/cpuinfo; then
     [ "$anyway" = 1 ] || exit 2
 fi
 
+# The service benchmark's load generator, installed as the engine benchmark installs its venv.
+if ! command -v wrk > /dev/null; then
+    echo "== installing wrk (Debian package) for the service benchmark" >&2
+    { apt-get update -qq && apt-get install -y -qq wrk; } > /dev/null ||
+        { echo "run_bf16_bench: wrk is missing and could not be installed (apt-get install wrk)" >&2; exit 2; }
+fi
+
 out=$ROOT/tests/bench/results/bf16-$(date -u +%Y-%m-%d)-$(hostname -s)
 mkdir -p "$out"
 {
