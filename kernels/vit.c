@@ -19,15 +19,16 @@ void vit_release_activations(struct vit *v)
 {
     if (v->be->ops->graph_forget) /* recorded passes point at these buffers */
         v->be->ops->graph_forget(v->be, v);
-    if (!v->gemm_inputs_apart) /* aliases of h and wide, released with them */
-        v->normed = v->hidden = NULL;
+    if (v->normed == v->h) /* aliases of h and wide (GEMM inputs not apart), released with them */
+        v->normed = NULL;
+    if (v->hidden == v->wide)
+        v->hidden = NULL;
     void **bufs[] = {&v->pixels, &v->x, &v->h, &v->wide, &v->normed, &v->attn, &v->hidden,
                      &v->gated, &v->cls_norm, &v->head_hidden, &v->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) {
         v->be->ops->release(v->be, *bufs[i]);
         *bufs[i] = NULL;
     }
-    v->gemm_inputs_apart = 0;
     v->max_batch = 0;
     v->image_size = 0;
 }
@@ -120,7 +121,6 @@ int vit_reserve(struct vit *v, int max_batch, int image_size, char *err, size_t 
         {&v->head_hidden, B * (size_t)c->head_hidden_dim, 0},
         {&v->logits, B, 0},
     };
-    v->gemm_inputs_apart = apart;
     for (size_t i = 0; i < sizeof plan / sizeof *plan; i++) {
         if (plan[i].n == 0)
             continue;

@@ -52,8 +52,7 @@ struct vit {
     void *wide;     /* (B, T, max(3D, F_in)) qkv, then the FFN's first projection */
     /* GEMM inputs, each read only by a linear op: in buffers of their own (ops->alloc_gemm_input)
      * where the backend keeps them in its GEMMs' form (be->gemm_inputs_apart), else fp32 with
-     * normed sharing h and hidden sharing wide as they always did. */
-    int gemm_inputs_apart;
+     * normed the same buffer as h and hidden as wide, as they always were. */
     void *normed;   /* (B, T, D) LayerNorm's output, read by qkv and the FFN's first linear */
     void *attn;     /* (B, T, D) attention's output, read by proj */
     void *hidden;   /* (B, T, F) MLP: GELU(fc1), read by fc2 */

@@ -110,22 +110,27 @@ void attention_fused_forward(enum cpu_isa isa_choice, float *out, const float *q
     run_threads(isa, out, qkv, batch, tokens, heads, scratch, threads);
 }
 
-void attention_bf16_forward(float *out, const float *qkv, int batch, int tokens, int heads,
-                            float *scratch, size_t scratch_floats)
+/* The bf16 forms: as many threads as the scratch has slots for, at most the OpenMP team. */
+static void run_bf16(const struct attention_isa *isa, float *out, const float *qkv, int batch,
+                     int tokens, int heads, float *scratch, size_t scratch_floats)
 {
     size_t slots = scratch_floats / attention_fused_thread_floats(tokens);
     const int max = omp_get_max_threads();
-    run_threads(&attention_isa_avx512_bf16, out, qkv, batch, tokens, heads, scratch,
+    run_threads(isa, out, qkv, batch, tokens, heads, scratch,
                 slots < 1 ? 1 : slots > (size_t)max ? max : (int)slots);
+}
+
+void attention_bf16_forward(float *out, const float *qkv, int batch, int tokens, int heads,
+                            float *scratch, size_t scratch_floats)
+{
+    run_bf16(&attention_isa_avx512_bf16, out, qkv, batch, tokens, heads, scratch, scratch_floats);
 }
 
 void attention_bf16_forward_to_bf16(uint32_t *out, const float *qkv, int batch, int tokens, int heads,
                                     float *scratch, size_t scratch_floats)
 {
-    size_t slots = scratch_floats / attention_fused_thread_floats(tokens);
-    const int max = omp_get_max_threads();
-    run_threads(&attention_isa_avx512_bf16_pairs, (float *)out, qkv, batch, tokens, heads, scratch,
-                slots < 1 ? 1 : slots > (size_t)max ? max : (int)slots);
+    run_bf16(&attention_isa_avx512_bf16_pairs, (float *)out, qkv, batch, tokens, heads, scratch,
+             scratch_floats);
 }
 
 #else /* not x86-64 with GCC-style intrinsics: the portable implementation only */

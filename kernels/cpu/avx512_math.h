@@ -24,11 +24,19 @@
 /* 2^x for x ≤ 0: x = n + f with |f| ≤ ½, 2^f by its Taylor series in f·ln2 to degree 7
  * (truncation < 6e-9, the form of fast_expf), scaled by 2^n with vscalefps, which also takes the
  * underflow towards 0 correctly. */
-AVX512 static inline __m512 exp2_nonpositive(__m512 x)
+/* x (≤ 0) = n + f with n an integer and |f| ≤ ½; returns n. Both polynomials below share it. */
+AVX512 static inline __m512 exp2_split(__m512 x, __m512 *f)
 {
     x = _mm512_max_ps(x, _mm512_set1_ps(-150.0f)); /* 2^-150 rounds to 0 either way */
-    __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 f = _mm512_sub_ps(x, n);
+    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    *f = _mm512_sub_ps(x, n);
+    return n;
+}
+
+AVX512 static inline __m512 exp2_nonpositive(__m512 x)
+{
+    __m512 f;
+    const __m512 n = exp2_split(x, &f);
     __m512 p = _mm512_set1_ps(EXP2_C7);
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_C6));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_C5));
@@ -53,9 +61,8 @@ AVX512 static inline __m512 exp2_nonpositive(__m512 x)
 
 AVX512 static inline __m512 exp2_nonpositive_bf16(__m512 x)
 {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-150.0f));
-    __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 f = _mm512_sub_ps(x, n);
+    __m512 f;
+    const __m512 n = exp2_split(x, &f);
     __m512 p = _mm512_set1_ps(EXP2_BF16_C5);
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_BF16_C4));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_BF16_C3));

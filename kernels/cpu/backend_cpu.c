@@ -182,7 +182,18 @@ static void *cpu_upload_weight(struct backend *be, const float *host, size_t row
 }
 
 /* A GEMM-input buffer takes and gives fp32 by whole rows: uploading rounds them, downloading
- * widens the stored bf16 back (exactly). */
+ * widens the stored bf16 back (exactly). The rows n values make, or -1 (message set). */
+static long whole_rows(struct backend *be, const char *op, const void *buf, size_t n)
+{
+    const int cols = header_of(buf)->gemm_cols;
+    if (n % (size_t)cols) {
+        backend_fail(be, BACKEND_EINVAL, "%s: %zu values are not whole rows of this %zu x %d GEMM-input "
+                     "buffer", op, n, header_of(buf)->gemm_rows, cols);
+        return -1;
+    }
+    return check_gemm_input(be, op, buf, (long)(n / (size_t)cols), cols) ? -1 : (long)(n / (size_t)cols);
+}
+
 static int cpu_upload(struct backend *be, void *dst, const float *host, size_t n)
 {
     uint32_t *w = gemm_input_words(dst);
@@ -191,10 +202,10 @@ static int cpu_upload(struct backend *be, void *dst, const float *host, size_t n
         return 0;
     }
     const int cols = header_of(dst)->gemm_cols;
-    if (n % (size_t)cols || check_gemm_input(be, "upload", dst, (long)(n / (size_t)cols), cols))
-        return backend_fail(be, BACKEND_EINVAL, "upload: %zu values are not whole rows of this %zu x %d "
-                            "GEMM-input buffer", n, header_of(dst)->gemm_rows, cols);
-    ((const struct cpu_ctx *)be->ctx)->bf16->round_rows(w, host, (int)(n / (size_t)cols), cols, cols);
+    const long rows = whole_rows(be, "upload", dst, n);
+    if (rows < 0)
+        return BACKEND_EINVAL;
+    ((const struct cpu_ctx *)be->ctx)->bf16->round_rows(w, host, (int)rows, cols, cols);
     return 0;
 }
 
@@ -206,9 +217,8 @@ static int cpu_download(struct backend *be, float *host, const void *src, size_t
         return 0;
     }
     const int cols = header_of(src)->gemm_cols, k2 = linear_bf16_pairs(cols);
-    if (n % (size_t)cols || check_gemm_input(be, "download", src, (long)(n / (size_t)cols), cols))
-        return backend_fail(be, BACKEND_EINVAL, "download: %zu values are not whole rows of this %zu x %d "
-                            "GEMM-input buffer", n, header_of(src)->gemm_rows, cols);
+    if (whole_rows(be, "download", src, n) < 0)
+        return BACKEND_EINVAL;
     for (size_t i = 0; i < n; i++) {
         const uint32_t pair = w[i / (size_t)cols * (size_t)k2 + i % (size_t)cols / 2];
         const uint32_t bits = (i % (size_t)cols % 2 ? pair >> 16 : pair & 0xFFFF) << 16;
@@ -217,26 +227,27 @@ static int cpu_download(struct backend *be, float *host, const void *src, size_t
     return 0;
 }
 
+/* *buf, grown to at least `floats` (kept across calls, so warm passes allocate nothing). */
+static float *grown(struct backend *be, float **buf, size_t *have, size_t floats)
+{
+    if (floats <= *have)
+        return *buf;
+    cpu_release(be, *buf);
+    *buf = cpu_alloc(be, floats);
+    *have = *buf ? floats : 0;
+    return *buf;
+}
+
 static float *scratch(struct backend *be, size_t floats)
 {
     struct cpu_ctx *c = be->ctx;
-    if (floats <= c->scratch_floats)
-        return c->scratch;
-    cpu_release(be, c->scratch);
-    c->scratch = cpu_alloc(be, floats);
-    c->scratch_floats = c->scratch ? floats : 0;
-    return c->scratch;
+    return grown(be, &c->scratch, &c->scratch_floats, floats);
 }
 
 static float *staging(struct backend *be, size_t floats)
 {
     struct cpu_ctx *c = be->ctx;
-    if (floats <= c->staging_floats)
-        return c->staging;
-    cpu_release(be, c->staging);
-    c->staging = cpu_alloc(be, floats);
-    c->staging_floats = c->staging ? floats : 0;
-    return c->staging;
+    return grown(be, &c->staging, &c->staging_floats, floats);
 }
 
 /* Into a GEMM-input buffer without a rounding store of its own: the op's fp32 rows from the
