@@ -127,6 +127,9 @@ struct backend {
     /* 1: ops->alloc_gemm_input buffers hold a form of their own (not the fp32 of alloc), so the
      * engine gives GEMM inputs buffers apart from the fp32 activations; 0: it need not */
     int gemm_inputs_apart;
+    /* One line the user should hear about a choice the constructor made on its own (auto passing
+     * over bf16 where it would be slower), else "": stopcald logs it, stopcal-infer prints it. */
+    char note[320];
     char error[256];
 };
 
@@ -140,7 +143,8 @@ struct backend_options {
     /* fp32|bf16|auto as asked for (--precision, STOPCAL_PRECISION); NULL or "": not asked, so the
      * model's default below, else the backend's own (CPU fp32, CUDA bf16). auto: bf16 where the
      * backend can compute it (the CPU: AVX512_BF16 and no ISA knob narrowing the kernels below
-     * AVX-512) and the model allows it, else fp32. */
+     * AVX-512), it is the faster (the CPU: linear_bf16_faster_than_fp32) and the model allows it,
+     * else fp32. */
     const char *precision;
     /* The model file's runtime.precision (models/FORMAT.md, format_version 3), NULL: none. Used
      * when precision is not asked for; a model saying "fp32" also keeps auto at fp32. */

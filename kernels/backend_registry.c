@@ -67,38 +67,56 @@ static void list_names(char *out, size_t len)
                                registry[i].name, registry[i].name);
 }
 
-int backend_create_for_device(struct backend *be, const char *device, const struct backend_options *o,
-                              char *fallback_note, size_t note_len, char *err, size_t errlen)
+/* note ← the device note, then the backend's own, "; "-joined. */
+static void join_notes(char *note, size_t note_len, const char *device_note, const struct backend *be)
 {
-    snprintf(fallback_note, note_len, "%s", "");
-    if (strcmp(device, "auto") != 0) {
-        for (int i = 0; i < REGISTERED; i++) {
-            int index = parse_index(&registry[i], device);
-            if (index < 0)
-                continue;
-            char why[256];
-            if (registry[i].create(be, index, o, why, sizeof why) == 0)
-                return 0;
-            snprintf(err, errlen, "--device %s: %s", device, why);
-            return -1;
+    snprintf(note, note_len, "%s%s%s", device_note, device_note[0] && be->note[0] ? "; " : "", be->note);
+}
+
+static int create_named(struct backend *be, const char *device, const struct backend_options *o,
+                        char *note, size_t note_len, char *err, size_t errlen)
+{
+    for (int i = 0; i < REGISTERED; i++) {
+        int index = parse_index(&registry[i], device);
+        if (index < 0)
+            continue;
+        char why[256];
+        if (registry[i].create(be, index, o, why, sizeof why) == 0) {
+            join_notes(note, note_len, "", be);
+            return 0;
         }
-        char names[128];
-        list_names(names, sizeof names);
-        if (strncmp(device, "cuda", 4) == 0 && (device[4] == '\0' || device[4] == ':'))
-            snprintf(err, errlen, "--device %.40s: this build has no CUDA backend (it has: %s)", device,
-                     names);
-        else
-            snprintf(err, errlen, "--device %.40s: expected %s", device, names);
+        snprintf(err, errlen, "--device %s: %s", device, why);
         return -1;
     }
+    char names[128];
+    list_names(names, sizeof names);
+    if (strncmp(device, "cuda", 4) == 0 && (device[4] == '\0' || device[4] == ':'))
+        snprintf(err, errlen, "--device %.40s: this build has no CUDA backend (it has: %s)", device, names);
+    else
+        snprintf(err, errlen, "--device %.40s: expected %s", device, names);
+    return -1;
+}
+
+int backend_create_for_device(struct backend *be, const char *device, const struct backend_options *o,
+                              char *note, size_t note_len, char *err, size_t errlen)
+{
+    snprintf(note, note_len, "%s", "");
+    if (strcmp(device, "auto") != 0)
+        return create_named(be, device, o, note, note_len, err, errlen);
     /* auto: the accelerators in order, then the CPU; say why each accelerator stepped aside. */
     char why[256] = "this build has no accelerator backend";
     for (int i = 0; i < REGISTERED; i++) {
         if (!registry[i].accelerator)
             continue;
-        if (registry[i].create(be, 0, o, why, sizeof why) == 0)
+        if (registry[i].create(be, 0, o, why, sizeof why) == 0) {
+            join_notes(note, note_len, "", be);
             return 0;
+        }
     }
-    snprintf(fallback_note, note_len, "device auto: %s; using the CPU", why);
-    return backend_cpu_create(be, o, err, errlen);
+    if (backend_cpu_create(be, o, err, errlen))
+        return -1;
+    char fallback[320];
+    snprintf(fallback, sizeof fallback, "device auto: %s; using the CPU", why);
+    join_notes(note, note_len, fallback, be);
+    return 0;
 }

@@ -20,11 +20,12 @@ struct backend_entry {
 int backend_registry_count(void);
 const struct backend_entry *backend_registry_entry(int i);
 
-/* Create be for device with options o (NULL: defaults). *fallback_note is set to a one-line
- * explanation when "auto" fell back to the CPU (for the caller to log once), else to "". Returns
- * 0, or -1 with a message in err (unknown device string, a backend asked for explicitly but
- * unavailable, a bad option, out of memory). */
+/* Create be for device with options o (NULL: defaults). *note is set to a line explaining the
+ * choices made on the caller's behalf (for it to log once): why "auto" fell back to the CPU, and
+ * the backend's own note (be->note, e.g. precision auto staying at fp32), "; "-joined; else "".
+ * Returns 0, or -1 with a message in err (unknown device string, a backend asked for explicitly
+ * but unavailable, a bad option, out of memory). */
 int backend_create_for_device(struct backend *be, const char *device, const struct backend_options *o,
-                              char *fallback_note, size_t note_len, char *err, size_t errlen);
+                              char *note, size_t note_len, char *err, size_t errlen);
 
 #endif

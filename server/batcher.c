@@ -97,7 +97,7 @@ int batcher_create(struct batcher **out, const struct batcher_options *o, char *
 static int create_backend(struct batcher *e, struct backend *be, const struct model_config *cfg,
                           struct batcher_model_info *info, char *err, size_t errlen)
 {
-    char note[320];
+    char note[768];
     struct backend_options o;
     backend_options_from_env(&o);
     o.threads = e->opt.threads;

@@ -47,8 +47,8 @@ static const struct opt_spec opts[] = {
      "compute device; auto tries CUDA when built in, else CPU (default auto)"},
     {"precision", "STOPCAL_PRECISION", OPT_STR, STR(precision), 0, 0, "fp32|bf16|auto",
      "what the forward pass computes in: fp32 (the CPU's default; parity with the fp32\n"
-     "reference), bf16 (CPUs with AVX512_BF16; refused elsewhere), auto (bf16 where it runs\n"
-     "and the model allows it, else fp32); default: the model file's runtime.precision, else\n"
+     "reference), bf16 (CPUs with AVX512_BF16; refused elsewhere), auto (bf16 where it runs,\n"
+     "is the faster (AMD; Intel stays fp32) and the model allows it, else fp32); default: the model file's runtime.precision, else\n"
      "the device's own (CPU fp32, CUDA bf16, which cannot run fp32)"},
     {"threads", "STOPCAL_THREADS", OPT_INT, OFF(threads), 0, 0, 4096, "N",
      "compute (BLAS/OpenMP) threads; 0 = from the CPUs this process may use"},

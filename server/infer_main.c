@@ -57,8 +57,8 @@ static void usage(FILE *to)
           "                the model's); FITS inputs only\n"
           "  --threshold   decision threshold on continue_score (default: the model's, 0.5)\n"
           "  --precision   fp32 (the CPU's default: parity with the fp32 reference), bf16 (CPUs\n"
-          "                with AVX512_BF16; refused elsewhere) or auto (bf16 where it runs and the\n"
-          "                model allows it, else fp32); also STOPCAL_PRECISION; default: the model\n"
+          "                with AVX512_BF16; refused elsewhere) or auto (bf16 where it runs, is the\n"
+          "                faster (AMD; Intel stays fp32) and the model allows it, else fp32); also STOPCAL_PRECISION; default: the model\n"
           "                file's runtime.precision, else the device's (CPU fp32, CUDA bf16)\n"
           "  --json        one JSON object {\"model\", \"results\": [...]} instead of lines\n"
           "  --explain DIR also say where the model looked: each result gets an \"explain\" object\n"
@@ -249,7 +249,7 @@ int main(int argc, char **argv)
     if (unverified && !o.json)
         fprintf(stderr, "stopcal-infer: %s: %s\n", o.model_path, unverified);
     struct backend be;
-    char note[320];
+    char note[768];
     struct backend_options bo;
     backend_options_from_env(&bo);
     bo.threads = o.threads;

@@ -574,10 +574,16 @@ static int create(struct backend *be, const struct backend_options *o, const str
         cpu_isa_choose(o ? o->cpu_attention : NULL, "STOPCAL_CPU_ATTENTION", &attention, err, errlen))
         return -1;
     enum backend_precision precision = BACKEND_BF16;
+    char note[sizeof be->note] = "";
     if (!kernels) {
         char why[160];
         const char *no_bf16 = no_bf16_reason(o, gemm, attention, why, sizeof why);
-        if (backend_precision_resolve(o, "cpu", 1, "", !no_bf16, no_bf16, &precision, err, errlen))
+        const struct backend_precision_caps caps = {
+            .fp32 = 1, .bf16 = !no_bf16, .why_no_bf16 = no_bf16,
+            .bf16_faster = linear_bf16_faster_than_fp32(),
+            .why_bf16_slower = "the bf16 kernels are slower than fp32 on this CPU (only AMD's cores run "
+                               "vdpbf16ps at twice the flops of their fp32 multiply-adds)"};
+        if (backend_precision_resolve(o, "cpu", &caps, &precision, note, sizeof note, err, errlen))
             return -1;
         kernels = precision == BACKEND_BF16 ? &cpu_bf16_avx512 : NULL;
     }
@@ -600,6 +606,7 @@ static int create(struct backend *be, const struct backend_options *o, const str
     be->ctx = c;
     be->precision = precision;
     be->gemm_inputs_apart = kernels != NULL;
+    snprintf(be->note, sizeof be->note, "%s", note);
     return 0;
 }
 

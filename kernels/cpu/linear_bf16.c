@@ -49,6 +49,11 @@ int linear_bf16_supported(void)
 #endif
 }
 
+int linear_bf16_faster_than_fp32(void)
+{
+    return linear_bf16_supported() && __builtin_cpu_is("amd");
+}
+
 void linear_bf16_round_rows(uint32_t *dst, const float *src, int m, int k, int lda)
 {
     const int k2 = linear_bf16_pairs(k);
@@ -123,6 +128,8 @@ void linear_bf16_forward_to_bf16(uint32_t *out, int ldc, const uint32_t *in, con
 #else /* no x86 intrinsics in this build: never chosen (linear_bf16_supported() is 0) */
 
 int linear_bf16_supported(void) { return 0; }
+
+int linear_bf16_faster_than_fp32(void) { return 0; }
 
 void linear_bf16_round_rows(uint32_t *dst, const float *src, int m, int k, int lda)
 {

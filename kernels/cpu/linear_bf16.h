@@ -22,6 +22,14 @@
 /* Whether this CPU and build can run the bf16 kernels (AVX-512F with AVX512_BF16). */
 int linear_bf16_supported(void);
 
+/* Whether the bf16 kernels are the faster ones on this CPU, so that --precision auto takes them:
+ * AMD's cores with AVX512_BF16 (Zen 4 on) run vdpbf16ps at the rate of their fp32 multiply-adds,
+ * twice the flops (the pass measured 1.9× fp32 on a Zen 4); Intel's, without AMX in these
+ * kernels, gave 0.71× (ViT-S/14) and 0.94× (ViT-B/14) of fp32 on an Intel Xeon with AMX, the
+ * rounding of the inputs costing more than the dot products gain. 0 where
+ * linear_bf16_supported() is 0. */
+int linear_bf16_faster_than_fp32(void);
+
 /* Pairs in a row of k values. */
 static inline int linear_bf16_pairs(int k) { return (k + 1) / 2; }
 

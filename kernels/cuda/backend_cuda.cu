@@ -633,8 +633,10 @@ int create_on_device(struct backend *be, int device, const struct backend_option
     memset(be, 0, sizeof *be);
     /* The GEMMs are cuBLAS bf16 and attention runs on bf16 mma: there is no fp32 form to choose. */
     enum backend_precision precision;
-    if (backend_precision_resolve(o, BACKEND_NAME, 0, "computes in bf16 only (run fp32 with --device cpu)",
-                                  1, "", &precision, err, errlen))
+    struct backend_precision_caps caps = {};
+    caps.why_no_fp32 = "computes in bf16 only (run fp32 with --device cpu)";
+    caps.bf16 = caps.bf16_faster = 1;
+    if (backend_precision_resolve(o, BACKEND_NAME, &caps, &precision, nullptr, 0, err, errlen))
         return -1;
     cuda_ctx *c = static_cast<cuda_ctx *>(calloc(1, sizeof *c));
     if (!c) {
