@@ -6,6 +6,7 @@
  *   bench_engine --model M.safetensors [--batch 8] [--threads 2] [--pixels P.f32]
  *                [--warmup 1] [--min-iters 3] [--max-iters 50] [--min-time 3]
  *   bench_engine --sgemm 4096 [--threads 2] [--min-iters 5]
+ *   bench_engine --peak 1 [--threads 2]
  *   bench_engine --model M.safetensors --batch 1 --breakdown 1
  *
  * Model mode: opens the model, creates the CPU backend and the ViT (not timed), reserves buffers for
@@ -18,6 +19,8 @@
  * model's shapes with random data (best of ≥3 calls each, ×depth), to say where a pass goes.
  * Sgemm mode: C(N,N) = A(N,N)·B(N,N)ᵀ through cblas_sgemm (the layout our linear layers use) with
  * the same thread setup as the engine; best of the timed repetitions.
+ * Peak mode: the multiply-add instructions' own rates on --threads threads, register-only
+ * (peak_flops.h): fp32 FMA and, where the CPU has it, vdpbf16ps; the ceilings for the passes' GFLOP/s.
  *
  * Output: one JSON object on stdout; a readable line on stderr. */
 #include "activations.h"
@@ -27,6 +30,7 @@
 #include "linear.h"
 #include "linear_packed.h"
 #include "model.h"
+#include "peak_flops.h"
 #include "threads.h"
 #include "vit.h"
 
@@ -48,7 +52,7 @@ int openblas_get_num_threads(void);
 
 struct options {
     const char *model_path, *pixels_path;
-    int batch, threads, warmup, min_iters, max_iters, sgemm_n, breakdown;
+    int batch, threads, warmup, min_iters, max_iters, sgemm_n, breakdown, peak;
     double min_time;
 };
 
@@ -68,7 +72,8 @@ static void usage(void)
     fputs("usage: bench_engine --model FILE [--batch N] [--threads N] [--pixels FILE] [--warmup N]\n"
           "                    [--min-iters N] [--max-iters N] [--min-time SECONDS]\n"
           "                    [--breakdown 1]\n"
-          "       bench_engine --sgemm N [--threads N] [--warmup N] [--min-iters N]\n",
+          "       bench_engine --sgemm N [--threads N] [--warmup N] [--min-iters N]\n"
+          "       bench_engine --peak 1 [--threads N]\n",
           stderr);
     exit(2);
 }
@@ -111,10 +116,12 @@ static void parse_options(struct options *o, int argc, char **argv)
             o->breakdown = parse_int(val, a);
         else if (!strcmp(a, "--sgemm"))
             o->sgemm_n = parse_int(val, a);
+        else if (!strcmp(a, "--peak"))
+            o->peak = parse_int(val, a);
         else
             usage();
     }
-    if (!o->model_path == !o->sgemm_n)
+    if (!!o->model_path + !!o->sgemm_n + !!o->peak != 1)
         usage();
     if (o->batch < 1 || o->min_iters < 1 || o->max_iters < o->min_iters)
         die("need batch ≥ 1 and 1 ≤ min-iters ≤ max-iters");
@@ -269,6 +276,29 @@ static int run_sgemm(const struct options *o)
     free(a);
     free(b);
     free(c);
+    return 0;
+}
+
+/* A rate as JSON: the number, or null where it was not measured (< 0). */
+static void print_rate(const char *key, double gflops)
+{
+    if (gflops > 0)
+        printf("\"%s\":%.2f", key, gflops);
+    else
+        printf("\"%s\":null", key);
+}
+
+static int run_peak(const struct options *o)
+{
+    double fp32, bf16;
+    peak_flops(o->threads, 3, 0.3, &fp32, &bf16);
+    printf("{\"mode\":\"peak\",\"threads\":%d,", o->threads);
+    print_rate("fp32_fma_gflops", fp32);
+    printf(",");
+    print_rate("bf16_dot_gflops", bf16);
+    printf("}\n");
+    fprintf(stderr, "instruction peaks, %d threads: fp32 FMA %.1f GFLOP/s, vdpbf16ps %.1f GFLOP/s (< 0: absent)\n",
+            o->threads, fp32, bf16);
     return 0;
 }
 
@@ -585,5 +615,5 @@ int main(int argc, char **argv)
 {
     struct options o;
     parse_options(&o, argc, argv);
-    return o.sgemm_n ? run_sgemm(&o) : run_model(&o);
+    return o.sgemm_n ? run_sgemm(&o) : o.peak ? run_peak(&o) : run_model(&o);
 }

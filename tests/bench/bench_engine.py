@@ -28,7 +28,9 @@ For ViT-S/14 @224 and ViT-B/14 @560, each with and without 4 registers, and DINO
            without them the engine refuses, and the row says so with the engine's message;
 the ratios ours/ORT and ours/torch, the machine's own sgemm rate (OpenBLAS, square 4096³ GEMM,
 measured by bench_engine --sgemm before and after the runs) and the share of it our whole forward
-pass reaches, from FLOPs counted from the architecture:
+pass reaches; the multiply-add instructions' own peaks (bench_engine --peak: register-only loops of
+fp32 FMAs and of vdpbf16ps, measured with the sgemm) and the share of the bf16 one that our bf16
+pass and OpenVINO's reach; all from FLOPs counted from the architecture:
     per block 2·T·D·(3D + D + 2F) (qkv, proj, fc1, fc2) + 4·T²·D (Q·Kᵀ, P·V);
     + patch embedding 2·g²·3P²·D + head 2·D·H (the engine normalises and classifies CLS only).
 
@@ -396,6 +398,14 @@ def sgemm(exe, threads):
     return res
 
 
+def peaks(exe, threads):
+    res = run_json([exe, "--peak", "1", "--threads", str(threads)], 120)
+    bf16 = res["bf16_dot_gflops"]
+    log(f"instruction peaks, {threads} threads: fp32 FMA {res['fp32_fma_gflops']:.0f} GFLOP/s, "
+        + (f"vdpbf16ps {bf16:.0f} GFLOP/s" if bf16 else "no vdpbf16ps"))
+    return res
+
+
 def log_result(case, batch, peer, res):
     s = summarise(res["times_s"], batch)
     log(f"{case} batch {batch} {peer:5s}: {s['img_s']:.3g} img/s best, {s['img_s_median']:.3g} "
@@ -466,6 +476,7 @@ def main(argv=None):
            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE")}
     try:
         raw["sgemm"] = [sgemm(args.exe, args.threads)]
+        raw["peaks"] = [peaks(args.exe, args.threads)]
         import numpy as np
         for case in cases:
             variant, regs, size = CASES[case]
@@ -540,6 +551,7 @@ def main(argv=None):
                     if os.path.exists(f):
                         os.remove(f)
             raw["sgemm"].append(sgemm(args.exe, args.threads))
+            raw["peaks"].append(peaks(args.exe, args.threads))
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
@@ -595,6 +607,14 @@ def cpu_model():
     return platform.machine()
 
 
+def peak_note(raw, engine):
+    """The instruction's own peak, for reading a breakdown's GEMM GFLOP/s against."""
+    key = "bf16_dot_gflops" if engine == "ours-bf16" else "fp32_fma_gflops"
+    best = max((x[key] for x in raw.get("peaks", []) if x.get(key)), default=None)
+    name = "vdpbf16ps" if engine == "ours-bf16" else "the fp32 FMA"
+    return f" The GEMMs' ceiling here, {name} alone in registers: {best:.0f} GFLOP/s." if best else ""
+
+
 def render_breakdown(raw, cases, engine):
     """Where one pass of ours (engine: ours or ours-bf16) goes: each op of a block timed alone
     (bench_engine --breakdown)."""
@@ -608,7 +628,8 @@ def render_breakdown(raw, cases, engine):
            "of a block timed alone, as the CPU backend runs it, at the model's shapes with random "
            "data (best call × blocks; % of the measured pass; GFLOP/s for GEMMs). Indented rows "
            "are not counted in the sum: the portable fp32 BLAS attention and its GEMMs, fc1 "
-           "without its fused GELU, and OpenBLAS's sgemm at the fc1 shape, for comparison.", "",
+           "without its fused GELU, and OpenBLAS's sgemm at the fc1 shape, for comparison."
+           + peak_note(raw, engine), "",
            "| op | " + " | ".join(f"{c}: ms/pass (%, GFLOP/s)" for c in head) + " |",
            "|---|" + "---|" * len(head)]
     ops = [x["op"] for x in rows[0][1]["breakdown"]]
@@ -641,6 +662,9 @@ def render(raw, cases, batches, peers):
     sg = [x["gflops"] for x in raw["sgemm"]]
     peak = max(sg)
     o = raw["sgemm"][0]
+    fma_peaks = [x["fp32_fma_gflops"] for x in raw.get("peaks", []) if x.get("fp32_fma_gflops")]
+    bf16_peaks = [x["bf16_dot_gflops"] for x in raw.get("peaks", []) if x.get("bf16_dot_gflops")]
+    bf16_peak = max(bf16_peaks) if bf16_peaks else None
     engines = [e for e in ("ours", "ours-bf16") if any(
         e in raw["cases"][c]["batches"][b] for c in cases for b in batches)] + list(peers)
     versions, hints = {}, {}
@@ -666,14 +690,20 @@ def render(raw, cases, batches, peers):
         f"sgemm 4096³ (OpenBLAS, {raw['threads']} threads), measured before the first case and "
         f"after each: {', '.join(f'{x:.0f}' for x in sg)} GFLOP/s; the % column uses the best, "
         f"{peak:.1f} GFLOP/s. "
-        f"Load average {raw['load_avg_start'][0]:.2f} at start, {raw['load_avg_end'][0]:.2f} at end; "
+        + (f"Instruction peaks (register-only loops of independent multiply-adds, "
+           f"{raw['threads']} threads, at the same moments): fp32 FMA "
+           f"{', '.join(f'{x:.0f}' for x in fma_peaks)} GFLOP/s"
+           + (f"; vdpbf16ps {', '.join(f'{x:.0f}' for x in bf16_peaks)} GFLOP/s, the bf16 "
+              f"% column uses the best, {bf16_peak:.1f}" if bf16_peak else "; no vdpbf16ps on this CPU")
+           + ". " if fma_peaks else "")
+        + f"Load average {raw['load_avg_start'][0]:.2f} at start, {raw['load_avg_end'][0]:.2f} at end; "
         f"whole run {raw['wall_s'] / 60:.1f} min.",
         "",
         "| model | tokens | GFLOP/img | batch | " + " | ".join(f"{ENGINE_LABELS[e]} img/s" for e in engines)
         + " | ours/ORT | ours/torch | ours bf16 / OpenVINO bf16 | ours bf16 / ours fp32 | ours GFLOP/s "
-        "(% of sgemm) | ours peak RSS MiB | passes " + " / ".join(engines) + " | CPU wait % of best "
+        "(% of sgemm) | bf16 GFLOP/s ours / OpenVINO (% of vdpbf16ps peak) | ours peak RSS MiB | passes " + " / ".join(engines) + " | CPU wait % of best "
         "pass (others' CPU %) " + " / ".join(engines) + " |",
-        "|---|---|---|---|" + "---|" * (len(engines) + 8),
+        "|---|---|---|---|" + "---|" * (len(engines) + 9),
     ]
     notes, unavailable = [], {}
     for case in cases:
@@ -697,12 +727,19 @@ def render(raw, cases, batches, peers):
             ours = rb.get("ours") if rb.get("ours") and "times_s" in rb["ours"] else None
             gf = (f"{rate(rb, 'ours', b) * r['flops_per_image'] * 1e-9:.0f} "
                   f"({100 * rate(rb, 'ours', b) * r['flops_per_image'] * 1e-9 / peak:.0f}%)") if ours else "—"
+            def bf16_share(e):
+                x = rate(rb, e, b)
+                if not x:
+                    return "—"
+                gflops = x * r["flops_per_image"] * 1e-9
+                return f"{gflops:.0f}" + (f" ({100 * gflops / bf16_peak:.0f}%)" if bf16_peak else "")
+
             tokens = next((rb[e]["tokens"] for e in ("ours", "ours-bf16") if rb.get(e) and "tokens" in rb[e]), "—")
             timed = lambda e: rb.get(e) and "times_s" in rb[e]
             lines.append(
                 f"| {name} | {tokens} | {r['flops_per_image'] * 1e-9:.1f} | {b} | " + " | ".join(cells)
                 + f" | {ratio('ours', 'ort')} | {ratio('ours', 'torch')} | {ratio('ours-bf16', 'ov-bf16')} | "
-                f"{ratio('ours-bf16', 'ours')} | {gf} | "
+                f"{ratio('ours-bf16', 'ours')} | {gf} | {bf16_share('ours-bf16')} / {bf16_share('ov-bf16')} | "
                 + (f"{ours['peak_rss_kib'] / 1024:.0f}" if ours else "—") + " | "
                 + " / ".join(plan_str(rb[e]) if timed(e) else "—" for e in engines) + " | "
                 + " / ".join(load_str(rb[e], th) if timed(e) else "—" for e in engines) + " |")
@@ -720,7 +757,9 @@ def render(raw, cases, batches, peers):
         "Passes: R×W+N = R rounds (separate processes, engines alternating) of W warm-up "
         "passes each, N timed passes in all. Ratios compare best passes. "
         "GFLOP/img is counted from the architecture (per block 2·T·D·(4D + 2F) + 4·T²·D, plus patch "
-        "embedding and head); % of sgemm = ours fp32 GFLOP/s / the machine's sgemm GFLOP/s. "
+        "embedding and head); % of sgemm = ours fp32 GFLOP/s / the machine's sgemm GFLOP/s; % of "
+        "vdpbf16ps peak = the bf16 pass's GFLOP/s / what the instruction itself delivers, the "
+        "ceiling no bf16 GEMM on these cores can pass. "
         "CPU wait %: how long the best pass's threads sat runnable without a CPU (schedstat "
         "run delay, summed over threads, / (pass time × threads)) — other processes on our "
         "cores; in parentheses, the share of the machine's CPUs other processes used during the "
