@@ -47,9 +47,12 @@ if ! command -v wrk > /dev/null; then
 fi
 
 out=$ROOT/tests/bench/results/bf16-$(date -u +%Y-%m-%d)-$(hostname -s)
+# Whether the code measured is the commit's: asked before anything is written, and not counting
+# the results folders (this run rewrites its own, which git tracks).
+dirty=$(git -C "$ROOT" diff --quiet HEAD -- . ':(exclude)tests/bench/results' || echo ' (with uncommitted changes)')
 mkdir -p "$out"
 {
-    echo "commit: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet || echo ' (with uncommitted changes)')"
+    echo "commit: $(git -C "$ROOT" rev-parse --short HEAD)$dirty"
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "cpu: $cpu, $(nproc) CPUs"
     echo "bf16 flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E 'bf16|amx' | tr '\n' ' ')"
