@@ -26,29 +26,33 @@
     add(add(add(add(a0, a1), add(a2, a3)), add(add(a4, a5), add(a6, a7))), \
         add(add(add(a8, a9), add(a10, a11)), add(add(a12, a13), add(a14, a15))))
 
-/* Each returns a value built from every accumulator; steps × 16 instructions. */
+/* The timed loop: sixteen accumulators of type T from INIT, `steps` rounds of OP on each, then
+ * their sum by ADD (so every accumulator feeds the result and none is optimised away). */
+#define LOOP16(T, INIT, OP, ADD)                 \
+    ACCUMULATORS(T, INIT);                       \
+    for (long i = 0; i < steps; i++)             \
+        STEP16(OP);                              \
+    const T sum = SUM16(ADD)
+
+#define INIT512(k) _mm512_set1_ps(1.0f + 0.01f * (k))
+#define INIT256(k) _mm256_set1_ps(1.0f + 0.01f * (k))
+
+/* Each: steps × 16 instructions. */
 __attribute__((target("avx512f"))) static float fma512(long steps)
 {
     const __m512 x = _mm512_set1_ps(0.999f), y = _mm512_set1_ps(1e-3f);
-#define INIT512(k) _mm512_set1_ps(1.0f + 0.01f * (k))
-    ACCUMULATORS(__m512, INIT512);
 #define FMA512(a) _mm512_fmadd_ps(a, x, y)
-    for (long i = 0; i < steps; i++)
-        STEP16(FMA512);
-    return _mm512_reduce_add_ps(SUM16(_mm512_add_ps));
+    LOOP16(__m512, INIT512, FMA512, _mm512_add_ps);
+    return _mm512_reduce_add_ps(sum);
 }
 
 __attribute__((target("avx2,fma"))) static float fma256(long steps)
 {
     const __m256 x = _mm256_set1_ps(0.999f), y = _mm256_set1_ps(1e-3f);
-#define INIT256(k) _mm256_set1_ps(1.0f + 0.01f * (k))
-    ACCUMULATORS(__m256, INIT256);
 #define FMA256(a) _mm256_fmadd_ps(a, x, y)
-    for (long i = 0; i < steps; i++)
-        STEP16(FMA256);
-    const __m256 s = SUM16(_mm256_add_ps);
+    LOOP16(__m256, INIT256, FMA256, _mm256_add_ps);
     float lanes[8];
-    _mm256_storeu_ps(lanes, s);
+    _mm256_storeu_ps(lanes, sum);
     return lanes[0] + lanes[7];
 }
 
@@ -56,11 +60,9 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static float dpbf16(long 
 {
     /* pairs of (1, 1) and (2^-10, 2^-10): each step adds 2^-9, far from overflow */
     const __m512bh x = (__m512bh)_mm512_set1_epi32(0x3F803F80), y = (__m512bh)_mm512_set1_epi32(0x3A803A80);
-    ACCUMULATORS(__m512, INIT512);
 #define DP(a) _mm512_dpbf16_ps(a, x, y)
-    for (long i = 0; i < steps; i++)
-        STEP16(DP);
-    return _mm512_reduce_add_ps(SUM16(_mm512_add_ps));
+    LOOP16(__m512, INIT512, DP, _mm512_add_ps);
+    return _mm512_reduce_add_ps(sum);
 }
 
 static double now(void)
